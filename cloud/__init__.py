@@ -1,0 +1,1 @@
+"""cloud: filled in by later issues (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""controller: filled in by later issues (see ../shared/DESIGN.md)."""

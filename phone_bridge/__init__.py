@@ -1,0 +1,1 @@
+"""phone_bridge: filled in by later issues (see ../shared/DESIGN.md)."""

@@ -1,0 +1,219 @@
+"""Delta bundles: the changes for one door, sealed to it and signed by the cloud
+(``docs/protocol.md`` §6.2).
+
+Theory of operation: a bundle moves a door's credential list from any version in
+``[base_version, target_version)`` to ``target_version``. Its plaintext is the
+final state of every credential changed after the base (an upsert of the whole
+entry, or a removal). The plaintext is sealed to the door's X25519 key with the
+bundle header as associated data; the header, ephemeral key and ciphertext are
+then signed by the cloud. The relaying phone can read only the header (door id,
+versions, target digest), and can change nothing.
+
+:func:`seal_bundle` is the cloud side. On the lock side :func:`verify_bundle`
+checks the signature over the exact received bytes before parsing, and
+:func:`decrypt_changes` opens the box; :mod:`protocol.delta` orders these steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from construct import GreedyBytes, PrefixedArray, Struct, Switch, this
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from ._codec import DIGEST_SIZE, DOOR_ID_SIZE, KEY_SIZE, SIGNATURE_SIZE, U8, U32, Bytes8, Digest, DoorId, Key32, parse_exact
+from ._message import SignedMessage, register
+from ._validate import check_bytes, check_uint, to_enum
+from .codes import CredentialKind, MessageType
+from .credential_list import Credential, CredentialKey, EntryFormat
+from .crypto import AEAD_TAG_SIZE, SignContext, open_sealed, seal
+from .errors import MalformedMessageError, TooLargeError, UsageError
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "Change",
+    "Remove",
+    "SealedBundle",
+    "Upsert",
+    "decode_changes",
+    "decrypt_changes",
+    "encode_changes",
+    "seal_bundle",
+    "verify_bundle",
+]
+
+OP_UPSERT, OP_REMOVE = 1, 2
+_HEADER_SIZE = DOOR_ID_SIZE + 4 + 4 + 4 + DIGEST_SIZE
+_AAD_CONTEXT = b"LK1 bundle-aad\x00"
+
+ChangeFormat = Struct(
+    "op" / U8,
+    "body" / Switch(
+        this.op,
+        {OP_UPSERT: EntryFormat, OP_REMOVE: Struct("kind" / U8, "credential_id" / Bytes8)},
+    ),
+)
+ChangesFormat = Struct("changes" / PrefixedArray(U32, ChangeFormat)).compile()
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Set an entry to this final state (add or replace)."""
+
+    credential: Credential
+
+    @property
+    def key(self) -> CredentialKey:
+        return self.credential.key
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Delete the entry with this key, if present."""
+
+    kind: CredentialKind
+    credential_id: bytes
+
+    @property
+    def key(self) -> CredentialKey:
+        return (int(self.kind), self.credential_id)
+
+
+Change = Upsert | Remove
+
+
+def encode_changes(changes: Sequence[Change]) -> bytes:
+    """Canonical plaintext: changes sorted by key, each key at most once (§6.2.1)."""
+    ordered = sorted(changes, key=lambda c: c.key)
+    if any(a.key == b.key for a, b in zip(ordered, ordered[1:], strict=False)):
+        raise UsageError("a delta may change each credential at most once")
+    return bytes(ChangesFormat.build({"changes": [_change_dict(c) for c in ordered]}))
+
+
+def _change_dict(change: Change) -> dict[str, Any]:
+    if isinstance(change, Upsert):
+        return {"op": OP_UPSERT, "body": change.credential.to_container()}
+    return {"op": OP_REMOVE, "body": {"kind": change.kind, "credential_id": change.credential_id}}
+
+
+def decode_changes(plaintext: bytes, *, limits: Limits = DEFAULT_LIMITS) -> tuple[Change, ...]:
+    """Parse a canonical change list; unsorted or repeated keys are malformed."""
+    if len(plaintext) >= 4 and int.from_bytes(plaintext[:4], "big") > limits.max_list_entries:
+        raise TooLargeError(f"delta carries over {limits.max_list_entries} changes")
+    parsed = parse_exact(ChangesFormat, plaintext, "delta")
+    try:
+        changes = tuple(_change_from(c) for c in parsed.changes)
+    except UsageError as exc:
+        raise MalformedMessageError(f"delta: {exc}") from None
+    keys = [c.key for c in changes]
+    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+        raise MalformedMessageError("delta changes are not in strict key order")
+    return changes
+
+
+def _change_from(c: Any) -> Change:
+    if c.op == OP_UPSERT:
+        return Upsert(Credential.from_container(c.body))
+    if c.op == OP_REMOVE:
+        check_bytes("credential_id", c.body.credential_id, max_size=16)
+        return Remove(to_enum(CredentialKind, "kind", c.body.kind), c.body.credential_id)
+    raise UsageError(f"unknown change op {c.op}")
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class SealedBundle(SignedMessage):
+    """BUNDLE: header, sealed changes, cloud signature (§6.2)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.BUNDLE
+    CONTEXT: ClassVar[SignContext] = SignContext.BUNDLE
+    _FORMAT: ClassVar[Any] = Struct(
+        "door_id" / DoorId,
+        "key_epoch" / U32,
+        "base_version" / U32,
+        "target_version" / U32,
+        "target_digest" / Digest,
+        "ephemeral_public" / Key32,
+        "ciphertext" / GreedyBytes,
+    ).compile()
+
+    door_id: bytes
+    key_epoch: int
+    base_version: int
+    target_version: int
+    target_digest: bytes
+    ephemeral_public: bytes
+    ciphertext: bytes
+    signature: bytes = b""
+
+    def __post_init__(self) -> None:
+        check_bytes("door_id", self.door_id, size=DOOR_ID_SIZE)
+        for name in ("key_epoch", "base_version", "target_version"):
+            check_uint(name, getattr(self, name), 32)
+        if self.target_version <= self.base_version:
+            raise UsageError("target_version must be above base_version")
+        check_bytes("target_digest", self.target_digest, size=DIGEST_SIZE)
+        check_bytes("ephemeral_public", self.ephemeral_public, size=KEY_SIZE)
+        if len(self.ciphertext) < AEAD_TAG_SIZE:
+            raise UsageError("ciphertext is shorter than its AEAD tag")
+        if self.signature:
+            check_bytes("signature", self.signature, size=SIGNATURE_SIZE)
+
+    def associated_data(self) -> bytes:
+        """What the AEAD authenticates: context, door id, epoch, versions, digest."""
+        return _AAD_CONTEXT + self.body_bytes()[:_HEADER_SIZE]
+
+    def covers(self, version: int) -> bool:
+        """True when the bundle applies to a list at ``version``."""
+        return self.base_version <= version < self.target_version
+
+
+def seal_bundle(
+    changes: Sequence[Change],
+    *,
+    door_id: bytes,
+    door_public: X25519PublicKey,
+    base_version: int,
+    target_version: int,
+    target_digest: bytes,
+    key_epoch: int,
+    cloud_key: Ed25519PrivateKey,
+    ephemeral: X25519PrivateKey,
+) -> SealedBundle:
+    """Cloud side: seal ``changes`` to one door and sign the result."""
+    header = SealedBundle(
+        door_id=door_id, key_epoch=key_epoch, base_version=base_version,
+        target_version=target_version, target_digest=target_digest,
+        ephemeral_public=bytes(KEY_SIZE), ciphertext=bytes(AEAD_TAG_SIZE),
+    )
+    eph_public, ciphertext = seal(door_public, encode_changes(changes), header.associated_data(), ephemeral)
+    unsigned = SealedBundle(**{**_fields(header), "ephemeral_public": eph_public, "ciphertext": ciphertext})
+    return unsigned.signed(cloud_key)
+
+
+def _fields(bundle: SealedBundle) -> dict[str, Any]:
+    container = bundle._to_container()
+    del container["signature"]
+    return container
+
+
+def verify_bundle(
+    payload: bytes, *, cloud_public: Ed25519PublicKey, limits: Limits = DEFAULT_LIMITS
+) -> SealedBundle:
+    """Lock side, step 1: check the cloud signature over the exact bytes, then parse."""
+    if len(payload) > limits.max_frame_payload:
+        raise TooLargeError("bundle exceeds the frame payload limit")
+    return SealedBundle.verified_from_bytes(payload, cloud_public, limits=limits)
+
+
+def decrypt_changes(
+    bundle: SealedBundle, *, door_private: X25519PrivateKey, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Change, ...]:
+    """Lock side, step 2: open the sealed changes (AuthenticationError if not ours)."""
+    plaintext = open_sealed(door_private, bundle.ephemeral_public, bundle.ciphertext, bundle.associated_data())
+    return decode_changes(plaintext, limits=limits)
+
+

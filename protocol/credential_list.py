@@ -1,0 +1,252 @@
+"""The credential list a lock holds, its canonical encoding and digest
+(``docs/protocol.md`` §5).
+
+Theory of operation: a list is the set of credentials of one door at one version.
+Entries are keyed by ``(kind, credential_id)``: keycards by card UID (with the
+card's 16-byte key for challenge-response), people by person id (their phones
+prove themselves with a mobile credential). Each entry has a status, a validity
+window and a weekly schedule (no windows = at any time).
+
+The canonical encoding lists the entries in ascending key order; the digest is
+SHA-256 over a context string and that encoding. Entries cache their own encoding
+and the list keeps its key order incrementally, so a digest after a small change
+costs one hash over the concatenated entries, not a re-encode of the whole list.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from construct import Bytes, If, PrefixedArray, Struct, this
+
+from ._codec import DOOR_ID_SIZE, U8, U16, U32, Bytes8, DoorId, parse_exact
+from ._validate import check_bytes, check_uint, to_enum
+from .codes import CredentialKind, CredentialStatus, Reason
+from .keycard import CARD_KEY_SIZE
+from .errors import MalformedMessageError, TooLargeError, UsageError
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "FOREVER",
+    "Credential",
+    "CredentialKey",
+    "CredentialList",
+    "Window",
+]
+
+
+MAX_CREDENTIAL_ID = 16
+FOREVER = 0xFFFFFFFF
+MINUTES_PER_DAY = 1440
+_DIGEST_CONTEXT = b"LK1 list\x00"
+
+CredentialKey = tuple[int, bytes]
+"""``(kind, credential_id)``: how entries are identified and ordered."""
+
+WindowFormat = Struct("days" / U8, "start_minute" / U16, "end_minute" / U16)
+EntryFormat = Struct(
+    "kind" / U8,
+    "credential_id" / Bytes8,
+    "status" / U8,
+    "valid_from" / U32,
+    "valid_until" / U32,
+    "schedule" / PrefixedArray(U8, WindowFormat),
+    "card_key" / If(this.kind == 1, Bytes(CARD_KEY_SIZE))  # 1 = KEYCARD,
+)
+_ENTRY = EntryFormat.compile()
+_HEADER = Struct("door_id" / DoorId, "version" / U32, "count" / U32).compile()
+ListFormat = Struct(
+    "door_id" / DoorId, "version" / U32, "entries" / PrefixedArray(U32, EntryFormat)
+).compile()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Window:
+    """A weekly window: on the weekdays in ``days`` (bit 0 = Monday … bit 6 = Sunday),
+    from ``start_minute`` (inclusive) to ``end_minute`` (exclusive) of local time."""
+
+    days: int
+    start_minute: int
+    end_minute: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.days <= 0x7F:
+            raise UsageError(f"window days must be a non-empty 7-bit mask; got {self.days!r}")
+        if not 0 <= self.start_minute < self.end_minute <= MINUTES_PER_DAY:
+            raise UsageError("window needs 0 <= start_minute < end_minute <= 1440")
+
+    def contains(self, weekday: int, minute: int) -> bool:
+        """True when local ``weekday`` (0 = Monday) and ``minute`` of day fall inside."""
+        return bool(self.days >> weekday & 1) and self.start_minute <= minute < self.end_minute
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credential:
+    """One list entry. ``card_key`` is required for keycards and empty for people."""
+
+    kind: CredentialKind
+    credential_id: bytes
+    status: CredentialStatus = CredentialStatus.ACTIVE
+    valid_from: int = 0
+    valid_until: int = FOREVER
+    schedule: tuple[Window, ...] = ()
+    card_key: bytes = b""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", to_enum(CredentialKind, "kind", self.kind))
+        object.__setattr__(self, "status", to_enum(CredentialStatus, "status", self.status))
+        check_bytes("credential_id", self.credential_id, max_size=MAX_CREDENTIAL_ID)
+        if not self.credential_id:
+            raise UsageError("credential_id must not be empty")
+        check_uint("valid_from", self.valid_from, 32)
+        check_uint("valid_until", self.valid_until, 32)
+        if self.valid_until <= self.valid_from:
+            raise UsageError("valid_until must be after valid_from")
+        object.__setattr__(self, "schedule", tuple(self.schedule))
+        if len(self.schedule) > DEFAULT_LIMITS.max_schedule_windows:
+            raise UsageError(f"at most {DEFAULT_LIMITS.max_schedule_windows} schedule windows")
+        want = CARD_KEY_SIZE if self.kind is CredentialKind.KEYCARD else 0
+        check_bytes("card_key", self.card_key, size=want)
+
+    def __repr__(self) -> str:
+        return (
+            f"Credential({self.kind.name}, {self.credential_id.hex()}, {self.status.name}, "
+            f"{self.valid_from}..{self.valid_until}, {len(self.schedule)} windows)"
+        )
+
+    @property
+    def key(self) -> CredentialKey:
+        """The entry's identity ``(kind, credential_id)``."""
+        return (int(self.kind), self.credential_id)
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The canonical encoding of this entry (§5.2)."""
+        return bytes(_ENTRY.build(self.to_container()))
+
+    def to_container(self) -> dict[str, Any]:
+        """The field dictionary the construct declaration builds from."""
+        return {
+            "kind": self.kind,
+            "credential_id": self.credential_id,
+            "status": self.status,
+            "valid_from": self.valid_from,
+            "valid_until": self.valid_until,
+            "schedule": [_window_dict(w) for w in self.schedule],
+            "card_key": self.card_key or None,
+        }
+
+    @classmethod
+    def from_container(cls, c: Any) -> Credential:
+        """Build from a parsed construct container (raises :class:`UsageError`)."""
+        windows = tuple(Window(days=w.days, start_minute=w.start_minute, end_minute=w.end_minute)
+                        for w in c["schedule"])
+        return cls(kind=c["kind"], credential_id=c["credential_id"], status=c["status"],
+                   valid_from=c["valid_from"], valid_until=c["valid_until"], schedule=windows,
+                   card_key=c["card_key"] or b"")
+
+    def decide(self, now: int, *, utc_offset_minutes: int = 0) -> Reason:
+        """The access decision for this entry at lock time ``now`` (§5.3)."""
+        if self.status is CredentialStatus.REVOKED:
+            return Reason.REVOKED
+        if now < self.valid_from:
+            return Reason.NOT_YET_VALID
+        if now >= self.valid_until:
+            return Reason.EXPIRED
+        if self.schedule and not self._in_schedule(now + utc_offset_minutes * 60):
+            return Reason.OUTSIDE_SCHEDULE
+        return Reason.GRANTED
+
+    def _in_schedule(self, local: int) -> bool:
+        weekday = (local // 86400 + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
+        minute = local % 86400 // 60
+        return any(w.contains(weekday, minute) for w in self.schedule)
+
+
+def _window_dict(w: Window) -> dict[str, int]:
+    return {"days": w.days, "start_minute": w.start_minute, "end_minute": w.end_minute}
+
+
+@dataclass(frozen=True)
+class CredentialList(Mapping[CredentialKey, Credential]):
+    """An immutable credential list of one door at one version (§5)."""
+
+    door_id: bytes
+    version: int
+    _entries: dict[CredentialKey, Credential] = field(repr=False)
+    _order: list[CredentialKey] = field(repr=False)
+
+    @classmethod
+    def build(cls, *, door_id: bytes, version: int, entries: Iterable[Credential] = ()) -> CredentialList:
+        """Make a list; duplicate keys are a :class:`UsageError`."""
+        check_bytes("door_id", door_id, size=DOOR_ID_SIZE)
+        check_uint("version", version, 32)
+        table: dict[CredentialKey, Credential] = {}
+        for entry in entries:
+            if entry.key in table:
+                raise UsageError(f"duplicate credential {entry.key!r}")
+            table[entry.key] = entry
+        return cls(door_id, version, table, sorted(table))
+
+    @classmethod
+    def empty(cls, door_id: bytes) -> CredentialList:
+        """The list a freshly provisioned lock starts with: version 0, no entries."""
+        return cls.build(door_id=door_id, version=0)
+
+    def __getitem__(self, key: CredentialKey) -> Credential:
+        return self._entries[key]
+
+    def __iter__(self) -> Iterator[CredentialKey]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, kind: CredentialKind, credential_id: bytes) -> Credential | None:
+        """O(1) lookup of one entry."""
+        return self._entries.get((int(kind), credential_id))
+
+    def with_changes(
+        self, *, version: int, upserts: Iterable[Credential], removals: Iterable[CredentialKey]
+    ) -> CredentialList:
+        """A new list at ``version`` with entries replaced, added and removed."""
+        check_uint("version", version, 32)
+        table, order = dict(self._entries), list(self._order)
+        for key in removals:
+            if table.pop(key, None) is not None:
+                del order[bisect.bisect_left(order, key)]
+        for entry in upserts:
+            if entry.key not in table:
+                bisect.insort(order, entry.key)
+            table[entry.key] = entry
+        return CredentialList(self.door_id, version, table, order)
+
+    def to_bytes(self) -> bytes:
+        """The canonical encoding (§5.2)."""
+        head = _HEADER.build({"door_id": self.door_id, "version": self.version, "count": len(self)})
+        return bytes(head) + b"".join(self._entries[k].encoded for k in self._order)
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 over the context string and the canonical encoding (§5.2)."""
+        return hashlib.sha256(_DIGEST_CONTEXT + self.to_bytes()).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> CredentialList:
+        """Parse a canonical encoding; unsorted or repeated entries are malformed."""
+        if len(data) >= 24 and int.from_bytes(data[20:24], "big") > limits.max_list_entries:
+            raise TooLargeError(f"credential list holds over {limits.max_list_entries} entries")
+        c = parse_exact(ListFormat, data, "credential list")
+        try:
+            entries = [Credential.from_container(e) for e in c.entries]
+        except UsageError as exc:
+            raise MalformedMessageError(f"credential list: {exc}") from None
+        keys = [e.key for e in entries]
+        if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+            raise MalformedMessageError("credential list entries are not in strict key order")
+        return cls.build(door_id=c.door_id, version=c.version, entries=entries)

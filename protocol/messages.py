@@ -1,0 +1,187 @@
+"""The session messages: HELLO, AUTH, UNLOCK_RESULT, ERROR (``docs/protocol.md`` §4).
+
+Theory of operation: these are the messages of one BLE (or MQTT) session between a
+lock and a phone. HELLO and UNLOCK_RESULT are not signed: the phone trusts nothing
+the lock says except what the lock signs (receipts, audit batches). AUTH proves
+possession of the phone key named in a cloud-signed :class:`MobileCredential` by
+signing this session's fresh challenge together with the door id and the intent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from construct import Bytes, PrefixedArray, Struct
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes32, DoorId, Utf8Short
+from ._message import Message, register
+from ._validate import check_bytes, check_uint, to_enum
+from .codes import ErrorCode, Intent, MessageType, Reason
+from .crypto import SignContext, sign, verify
+from .errors import TooLargeError, UsageError
+from .limits import Limits
+from .mobile_credential import MobileCredential
+
+__all__ = ["CHALLENGE_SIZE", "Auth", "ErrorMessage", "Hello", "UnlockResult"]
+
+CHALLENGE_SIZE = 16
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Hello(Message):
+    """Lock → phone, first message of a session (§4.1)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO
+    _FORMAT: ClassVar[Any] = Struct(
+        "door_id" / DoorId,
+        "list_version" / U32,
+        "list_age_s" / U32,
+        "battery_pct" / U8,
+        "audit_head_seq" / U32,
+        "key_epoch" / U32,
+        "lock_time" / U32,
+        "challenge" / Bytes(CHALLENGE_SIZE),
+        "supported_versions" / PrefixedArray(U8, U8),
+    ).compile()
+
+    door_id: bytes
+    list_version: int
+    list_age_s: int
+    battery_pct: int
+    audit_head_seq: int
+    key_epoch: int
+    lock_time: int
+    challenge: bytes
+    supported_versions: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        check_bytes("door_id", self.door_id, size=DOOR_ID_SIZE)
+        for name in ("list_version", "list_age_s", "audit_head_seq", "key_epoch", "lock_time"):
+            check_uint(name, getattr(self, name), 32)
+        if not 0 <= self.battery_pct <= 100:
+            raise UsageError(f"battery_pct must be 0..100; got {self.battery_pct}")
+        check_bytes("challenge", self.challenge, size=CHALLENGE_SIZE)
+        object.__setattr__(self, "supported_versions", tuple(self.supported_versions))
+        if not 1 <= len(self.supported_versions) <= 8:
+            raise UsageError("supported_versions must list 1 to 8 versions")
+        for version in self.supported_versions:
+            check_uint("supported version", version, 8)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Auth(Message):
+    """Phone → lock: a mobile credential and the phone's signature (§4.2).
+
+    The phone signs ``door_id || challenge || intent || credential`` with the key
+    the credential names, so the proof is bound to this door and this session.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.AUTH
+    _FORMAT: ClassVar[Any] = Struct(
+        "intent" / U8, "credential" / Bytes32, "signature" / Bytes(SIGNATURE_SIZE)
+    ).compile()
+
+    intent: Intent
+    credential: MobileCredential
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "intent", to_enum(Intent, "intent", self.intent))
+        if not isinstance(self.credential, MobileCredential):
+            raise UsageError("credential must be a MobileCredential")
+        check_bytes("signature", self.signature, size=SIGNATURE_SIZE)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        credential: MobileCredential,
+        phone_key: Ed25519PrivateKey,
+        door_id: bytes,
+        challenge: bytes,
+        intent: Intent = Intent.UNLOCK,
+    ) -> Auth:
+        """Sign this session's challenge with the phone key."""
+        signed = _auth_signed_bytes(door_id, challenge, intent, credential.to_bytes())
+        return cls(intent=intent, credential=credential, signature=sign(phone_key, SignContext.AUTH, signed))
+
+    def verify(self, *, door_id: bytes, challenge: bytes) -> Ed25519PublicKey:
+        """Check the phone's signature for this door and challenge; return the phone key.
+
+        The caller must separately verify ``credential`` against the cloud key and
+        check its validity window and scope.
+        """
+        key = self.credential.phone_key()
+        signed = _auth_signed_bytes(door_id, challenge, self.intent, self.credential.to_bytes())
+        verify(key, SignContext.AUTH, signed, self.signature)
+        return key
+
+    def _to_container(self) -> dict[str, Any]:
+        return {"intent": self.intent, "credential": self.credential.to_bytes(), "signature": self.signature}
+
+    @classmethod
+    def _from_container(cls, c: Any) -> Self:
+        credential = MobileCredential.from_bytes(c["credential"])
+        return cls(intent=c["intent"], credential=credential, signature=c["signature"])
+
+
+def _auth_signed_bytes(door_id: bytes, challenge: bytes, intent: int, credential: bytes) -> bytes:
+    check_bytes("door_id", door_id, size=DOOR_ID_SIZE)
+    check_bytes("challenge", challenge, size=CHALLENGE_SIZE)
+    return door_id + challenge + bytes([intent]) + credential
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class UnlockResult(Message):
+    """Lock → phone: the access decision for this session's AUTH (§4.3)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.UNLOCK_RESULT
+    _FORMAT: ClassVar[Any] = Struct(
+        "door_id" / DoorId, "reason" / U8, "open_seconds" / U8, "audit_seq" / U32
+    ).compile()
+
+    door_id: bytes
+    reason: Reason
+    open_seconds: int
+    audit_seq: int
+
+    def __post_init__(self) -> None:
+        check_bytes("door_id", self.door_id, size=DOOR_ID_SIZE)
+        object.__setattr__(self, "reason", to_enum(Reason, "reason", self.reason))
+        check_uint("open_seconds", self.open_seconds, 8)
+        check_uint("audit_seq", self.audit_seq, 32)
+        if (self.reason is Reason.GRANTED) != (self.open_seconds > 0):
+            raise UsageError("open_seconds must be > 0 exactly when access is granted")
+
+    @property
+    def granted(self) -> bool:
+        """True when the lock opened."""
+        return self.reason is Reason.GRANTED
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class ErrorMessage(Message):
+    """Either side: a request was refused, with a code and a short text (§4.4)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ERROR
+    _FORMAT: ClassVar[Any] = Struct("code" / U16, "about_type" / U8, "detail" / Utf8Short).compile()
+
+    code: ErrorCode
+    about_type: int = 0
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", to_enum(ErrorCode, "code", self.code))
+        check_uint("about_type", self.about_type, 8)
+        if not isinstance(self.detail, str) or len(self.detail.encode()) > 255:
+            raise UsageError("detail must be text of at most 255 UTF-8 bytes")
+
+    def check_limits(self, limits: Limits) -> None:
+        if len(self.detail.encode()) > limits.max_error_detail:
+            raise TooLargeError(f"ERROR detail exceeds {limits.max_error_detail} bytes")

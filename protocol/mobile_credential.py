@@ -1,0 +1,111 @@
+"""The mobile credential: the cloud's signed binding of a phone key to a person
+(``docs/protocol.md`` §4.2).
+
+Theory of operation: when a resident logs in, the cloud signs a credential naming
+the person, the phone's Ed25519 public key, a validity window (7 days by default)
+and what it opens — a list of doors or a whole property. The lock checks the cloud
+signature, the window against its own clock, the scope against its own door and
+property id, and then the phone's signature over the session challenge (AUTH).
+The encoding is canonical: parsing re-encodes and rejects any other byte form, so
+"verify the exact bytes" and "verify the re-encoded body" are the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from construct import Bytes, PrefixedArray, Struct
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ._codec import DOOR_ID_SIZE, KEY_SIZE, SIGNATURE_SIZE, U8, U32, DoorId, Key32
+from ._message import SignedMessage
+from ._validate import check_bytes, check_uint, to_enum
+from .codes import MessageType, ScopeKind
+from .crypto import SignContext, ed25519_public_from_bytes
+from .errors import MalformedMessageError, TooLargeError, UsageError
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S", "MobileCredential"]
+
+DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S = 7 * 24 * 3600
+ID_SIZE = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class MobileCredential(SignedMessage):
+    """Cloud-signed: ``phone_public_key`` acts for ``person_id`` within ``scope``."""
+
+    TYPE: ClassVar[MessageType] = MessageType.AUTH  # carried inside AUTH
+    CONTEXT: ClassVar[SignContext] = SignContext.MOBILE_CREDENTIAL
+    _FORMAT: ClassVar[Any] = Struct(
+        "key_epoch" / U32,
+        "credential_id" / Bytes(ID_SIZE),
+        "person_id" / Bytes(ID_SIZE),
+        "phone_public_key" / Key32,
+        "valid_from" / U32,
+        "valid_until" / U32,
+        "scope_kind" / U8,
+        "scope_ids" / PrefixedArray(U8, DoorId),
+    ).compile()
+
+    key_epoch: int
+    credential_id: bytes
+    person_id: bytes
+    phone_public_key: bytes
+    valid_from: int
+    valid_until: int
+    scope_kind: ScopeKind
+    scope_ids: tuple[bytes, ...]
+    signature: bytes = b""
+
+    def __post_init__(self) -> None:
+        check_uint("key_epoch", self.key_epoch, 32)
+        check_bytes("credential_id", self.credential_id, size=ID_SIZE)
+        check_bytes("person_id", self.person_id, size=ID_SIZE)
+        check_bytes("phone_public_key", self.phone_public_key, size=KEY_SIZE)
+        check_uint("valid_from", self.valid_from, 32)
+        check_uint("valid_until", self.valid_until, 32)
+        if self.valid_until <= self.valid_from:
+            raise UsageError("valid_until must be after valid_from")
+        object.__setattr__(self, "scope_kind", to_enum(ScopeKind, "scope_kind", self.scope_kind))
+        self._check_scope()
+        if self.signature:
+            check_bytes("signature", self.signature, size=SIGNATURE_SIZE)
+
+    def _check_scope(self) -> None:
+        ids = tuple(self.scope_ids)
+        object.__setattr__(self, "scope_ids", ids)
+        for scope_id in ids:
+            check_bytes("scope id", scope_id, size=DOOR_ID_SIZE)
+        if self.scope_kind is ScopeKind.PROPERTY and len(ids) != 1:
+            raise UsageError("a PROPERTY scope names exactly one property id")
+        if not ids or len(set(ids)) != len(ids):
+            raise UsageError("scope_ids must be a non-empty list without repeats")
+
+    def check_limits(self, limits: Limits) -> None:
+        if len(self.scope_ids) > limits.max_scope_doors:
+            raise TooLargeError(f"mobile credential names over {limits.max_scope_doors} doors")
+
+    @classmethod
+    def from_bytes(cls, payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Self:
+        message = super().from_bytes(payload, limits=limits)
+        if message.to_bytes() != bytes(payload):
+            raise MalformedMessageError("mobile credential is not canonically encoded")
+        return message
+
+    def phone_key(self) -> Ed25519PublicKey:
+        """The phone's public key; a malformed key is a :class:`MalformedMessageError`."""
+        try:
+            return ed25519_public_from_bytes(self.phone_public_key)
+        except UsageError as exc:
+            raise MalformedMessageError(str(exc)) from None
+
+    def is_valid_at(self, now: int) -> bool:
+        """True when ``valid_from <= now < valid_until``."""
+        return self.valid_from <= now < self.valid_until
+
+    def opens(self, *, door_id: bytes, property_id: bytes) -> bool:
+        """True when the scope covers this door (by id, or by its property)."""
+        wanted = property_id if self.scope_kind is ScopeKind.PROPERTY else door_id
+        return wanted in self.scope_ids

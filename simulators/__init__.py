@@ -1,0 +1,1 @@
+"""simulators: filled in by later issues (see ../shared/DESIGN.md)."""
