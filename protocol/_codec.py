@@ -36,6 +36,7 @@ __all__ = [
     "U16",
     "U32",
     "Bytes8",
+    "Bytes16",
     "Bytes32",
     "Digest",
     "DoorId",
@@ -55,6 +56,8 @@ Key32 = Bytes(KEY_SIZE)
 Digest = Bytes(DIGEST_SIZE)
 Bytes8 = Prefixed(Int8ub, GreedyBytes)
 """``bytes8``: a byte string after a one-byte length."""
+Bytes16 = Prefixed(Int16ub, GreedyBytes)
+"""``bytes16``: a byte string after a two-byte length."""
 Bytes32 = Prefixed(Int32ub, GreedyBytes)
 """``bytes32``: a byte string after a four-byte length."""
 Utf8Short = PascalString(Int8ub, "utf8")

@@ -14,7 +14,7 @@ checks the signature over the exact received bytes *before* parsing them; plain
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, ClassVar, Self, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -100,7 +100,7 @@ class SignedMessage(Message):
     def signed(self, key: Ed25519PrivateKey) -> Self:
         """A copy carrying a signature by ``key`` over the body."""
         signature = sign(key, self.CONTEXT, self.body_bytes())
-        return type(self)._from_container({**self._to_container(), "signature": signature})
+        return replace(self, signature=signature)  # type: ignore[type-var]
 
     def verify(self, key: Ed25519PublicKey) -> None:
         """Check the signature over the canonical body; raise AuthenticationError."""

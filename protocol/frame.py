@@ -87,7 +87,7 @@ class Frame:
 def encode_frame(message_type: int, payload: bytes, version: int = PROTOCOL_VERSION) -> bytes:
     """Encode a frame without building a :class:`Frame` object (hot path)."""
     head = FrameHeader.build({"version": version, "type": message_type, "length": len(payload)})
-    body = head + payload
+    body = bytes(head) + payload
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 

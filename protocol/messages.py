@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 from construct import Bytes, PrefixedArray, Struct
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes32, DoorId, Utf8Short
+from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes16, DoorId, Utf8Short
 from ._message import Message, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import ErrorCode, Intent, MessageType, Reason
@@ -82,7 +82,7 @@ class Auth(Message):
 
     TYPE: ClassVar[MessageType] = MessageType.AUTH
     _FORMAT: ClassVar[Any] = Struct(
-        "intent" / U8, "credential" / Bytes32, "signature" / Bytes(SIGNATURE_SIZE)
+        "intent" / U8, "credential" / Bytes16, "signature" / Bytes(SIGNATURE_SIZE)
     ).compile()
 
     intent: Intent
