@@ -32,7 +32,7 @@ from protocol import (
     make_receipt,
 )
 from protocol.bundle import Upsert, encode_changes
-from protocol.crypto import SignContext, open_sealed, public_bytes, seal, sign, verify
+from protocol.crypto import SignContext, open_sealed, seal, sign, verify
 from protocol.frame import decode_frame, encode_frame
 from simulators.fixture import Door, World, fixed_bytes
 
@@ -203,9 +203,11 @@ def _seal_open(scene: _Scene) -> Workload:
 
         return loop
 
-    _checked(lambda: open_sealed(door_private, *seal(door_public, plaintext, aad,
-             scene.world.ephemeral("bench seal check")), aad),
-             lambda opened: opened == plaintext, "seal/open")
+    def once() -> bytes:
+        eph_public, ciphertext = seal(door_public, plaintext, aad, scene.world.ephemeral("check"))
+        return open_sealed(door_private, eph_public, ciphertext, aad)
+
+    _checked(once, lambda opened: opened == plaintext, "seal/open")
     return workload
 
 
@@ -266,6 +268,4 @@ def _apply_op(
 def _message_decode(scene: _Scene) -> Callable[[], object]:
     receipt = make_receipt(scene.door.identity, scene.target, requested_version=scene.target.version)
     frame = receipt.to_frame()
-    signer = public_bytes(scene.door.identity)
-    return _checked(lambda: decode_message(frame),
-                    lambda message: message == receipt and signer is not None, "RECEIPT decode")
+    return _checked(lambda: decode_message(frame), lambda message: message == receipt, "RECEIPT decode")
