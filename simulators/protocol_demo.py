@@ -204,7 +204,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
     def audit() -> str:
         events = [AuditEvent(seq=i + 1, time=now + i, kind=AuditEventKind.CARD_DECISION,
                              credential_id=card.uid) for i in range(3)]
-        batch = AuditBatch(door_id=door.door_id, events=events).signed(door.identity)
+        batch = AuditBatch(door_id=door.door_id, events=tuple(events)).signed(door.identity)
         ledger = AuditLedger(door_id=door.door_id, lock_key=door.identity.public_key())
         fresh = ledger.accept(batch.to_bytes())
         assert len(fresh) == 3 and ledger.accept(batch.to_bytes()) == ()
