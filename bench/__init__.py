@@ -98,4 +98,4 @@ def goal_met(value: float | int, goal: Goal) -> bool:
 
 def _summary(module: ModuleType) -> str:
     doc = (module.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return doc.splitlines()[0].replace("``", "") if doc else ""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from . import Benchmark, Figures, Goal, goal_met
 
-__all__ = ["MISSED", "MISSING", "MET", "missed_goals", "to_json", "to_table", "verdict"]
+__all__ = ["MET", "MISSED", "MISSING", "missed_goals", "to_json", "to_table", "verdict"]
 
 MET, MISSED, MISSING = "ok", "MISSED", "missing"
 _HEADINGS = ("figure", "value", "unit", "goal", "verdict")

@@ -15,7 +15,7 @@ import itertools
 import time
 from collections.abc import Callable
 
-__all__ = ["Workload", "measure_rate", "repeated"]
+__all__ = ["Loop", "Workload", "measure_rate", "repeated"]
 
 Loop = Callable[[], object]
 Workload = Callable[[int], Loop]

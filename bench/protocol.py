@@ -46,6 +46,8 @@ GOALS: dict[str, Goal] = {
     "frame_roundtrip_per_s": (">=", 100_000),
 }
 UNITS: dict[str, str] = {}
+Op = Callable[[], object]
+"""One operation to time: called repeatedly, result ignored."""
 
 CAPACITY = 20_000
 """Lock capacity passed to ``apply_bundle`` (above every list built here)."""
@@ -134,7 +136,9 @@ def naive_json_bundle(scene: _Scene) -> bytes:
         door.sealing.public_key(), _compact(_credential_json(card)), _compact(header),
         scene.world.ephemeral("bench naive json"),
     )
-    unsigned = {**header, "ephemeral_public": _b64(ephemeral_public), "ciphertext": _b64(ciphertext)}
+    unsigned = {
+        **header, "ephemeral_public": _b64(ephemeral_public), "ciphertext": _b64(ciphertext)
+    }
     signature = scene.world.cloud_key.sign(_compact(unsigned))
     return _compact({**unsigned, "signature": _b64(signature)})
 
@@ -162,14 +166,14 @@ def _b64(data: bytes) -> str:
 # --- speeds ------------------------------------------------------------------------------
 
 
-def _checked(op: Callable[[], object], check: Callable[[Any], bool], what: str) -> Callable[[], object]:
+def _checked(op: Op, check: Callable[[Any], bool], what: str) -> Op:
     """Return ``op`` after running it once and checking its result."""
     if not check(op()):
         raise RuntimeError(f"benchmark self-check failed: {what}")
     return op
 
 
-def _frame_roundtrip() -> Callable[[], object]:
+def _frame_roundtrip() -> Op:
     payload = fixed_bytes("bench frame payload", FRAME_PAYLOAD_SIZE)
 
     def op() -> Frame:
@@ -178,7 +182,7 @@ def _frame_roundtrip() -> Callable[[], object]:
     return _checked(op, lambda frame: frame.payload == payload, "Frame round trip")
 
 
-def _frame_roundtrip_fast() -> Callable[[], object]:
+def _frame_roundtrip_fast() -> Op:
     payload = fixed_bytes("bench frame payload", FRAME_PAYLOAD_SIZE)
 
     def op() -> tuple[int, int, bytes]:
@@ -211,8 +215,9 @@ def _seal_open(scene: _Scene) -> Workload:
     return workload
 
 
-def _sign_verify(scene: _Scene) -> Callable[[], object]:
-    key, public, body = scene.world.cloud_key, scene.world.cloud_key.public_key(), scene.bundle.body_bytes()
+def _sign_verify(scene: _Scene) -> Op:
+    key, body = scene.world.cloud_key, scene.bundle.body_bytes()
+    public = key.public_key()
 
     def op() -> None:
         verify(public, SignContext.BUNDLE, body, sign(key, SignContext.BUNDLE, body))
@@ -220,7 +225,7 @@ def _sign_verify(scene: _Scene) -> Callable[[], object]:
     return op
 
 
-def _raw_sign_verify(scene: _Scene) -> Callable[[], object]:
+def _raw_sign_verify(scene: _Scene) -> Op:
     key: Ed25519PrivateKey = scene.world.cloud_key
     public, message = key.public_key(), SignContext.BUNDLE.value + scene.bundle.body_bytes()
 
@@ -230,12 +235,12 @@ def _raw_sign_verify(scene: _Scene) -> Callable[[], object]:
     return op
 
 
-def _bundle_apply(scene: _Scene) -> Callable[[], object]:
+def _bundle_apply(scene: _Scene) -> Op:
     empty = CredentialList.empty(scene.door.door_id)
     return _apply_op(scene, empty, scene.bundle.to_bytes(), expected=scene.target)
 
 
-def _bundle_apply_large(scene: _Scene) -> Callable[[], object]:
+def _bundle_apply_large(scene: _Scene) -> Op:
     """One new card onto a lock holding 10,000 (version 100 -> 101)."""
     history = CredentialHistory(scene.door.door_id)
     for start in range(1, LARGE_LIST_SIZE + 1, LARGE_LIST_BATCH):
@@ -251,13 +256,15 @@ def _bundle_apply_large(scene: _Scene) -> Callable[[], object]:
 
 def _apply_op(
     scene: _Scene, current: CredentialList, payload: bytes, *, expected: CredentialList
-) -> Callable[[], object]:
+) -> Op:
     cloud_public, door_private = scene.world.cloud_key.public_key(), scene.door.sealing
 
     def op() -> CredentialList:
-        return apply_bundle(
-            current, payload, cloud_public=cloud_public, door_private=door_private, capacity=CAPACITY
-        ).held
+        outcome = apply_bundle(
+            current, payload, cloud_public=cloud_public, door_private=door_private,
+            capacity=CAPACITY,
+        )
+        return outcome.held
 
     def check(held: CredentialList) -> bool:
         return held.version == expected.version and held.digest == expected.digest
@@ -265,7 +272,8 @@ def _apply_op(
     return _checked(op, check, f"apply bundle onto {len(current)} credentials")
 
 
-def _message_decode(scene: _Scene) -> Callable[[], object]:
-    receipt = make_receipt(scene.door.identity, scene.target, requested_version=scene.target.version)
+def _message_decode(scene: _Scene) -> Op:
+    target = scene.target
+    receipt = make_receipt(scene.door.identity, target, requested_version=target.version)
     frame = receipt.to_frame()
-    return _checked(lambda: decode_message(frame), lambda message: message == receipt, "RECEIPT decode")
+    return _checked(lambda: decode_message(frame), lambda msg: msg == receipt, "RECEIPT decode")
