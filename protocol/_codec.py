@@ -63,9 +63,24 @@ Bytes32 = Prefixed(Int32ub, GreedyBytes)
 Utf8Short = PascalString(Int8ub, "utf8")
 
 
+class _StrictStream(io.BytesIO):
+    """A stream whose sized reads never come up short.
+
+    Compiled construct parsers read ``Bytes(n)`` and ``Prefixed`` fields with a
+    bare ``io.read(n)`` and accept fewer bytes at the end of the input; this
+    makes a short read a :class:`StreamError` (so :class:`TruncatedError`).
+    """
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if size is not None and size >= 0 and len(data) < size:
+            raise StreamError(f"read {len(data)} of {size} bytes")
+        return data
+
+
 def parse_exact(fmt: Any, data: bytes, what: str) -> Any:
     """Parse ``data`` with ``fmt``; raise a typed error on any fault or leftover byte."""
-    stream = io.BytesIO(data)
+    stream = _StrictStream(data)
     try:
         result = fmt.parse_stream(stream)
     except (StreamError, struct.error):
