@@ -3,8 +3,8 @@
 Theory of operation: every decision and state change at a lock is an event with
 a gapless 32-bit sequence number. The lock releases events to the cloud in
 lock-signed AUDIT_BATCHes of consecutive sequence numbers; a relay can neither
-edit an event (signature) nor drop one unnoticed: a batch with a gap does not
-decode, and :class:`AuditLedger` (cloud side) refuses a batch that does not
+edit an event (signature) nor drop one unnoticed: a batch with a gap raises
+:class:`AuditGapError` when decoded, and :class:`AuditLedger` (cloud side) refuses a batch that does not
 continue where the previous one ended. The cloud answers with a cloud-signed
 AUDIT_ACK; only then may the lock free the acknowledged events.
 """

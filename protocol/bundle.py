@@ -119,6 +119,8 @@ def _change_from(c: Any) -> Change:
         return Upsert(Credential.from_container(c.body))
     if c.op == OP_REMOVE:
         check_bytes("credential_id", c.body.credential_id, max_size=16)
+        if not c.body.credential_id:
+            raise UsageError("a removal names a credential_id")
         return Remove(to_enum(CredentialKind, "kind", c.body.kind), c.body.credential_id)
     raise UsageError(f"unknown change op {c.op}")
 

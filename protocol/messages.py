@@ -20,7 +20,7 @@ from ._message import Message, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import ErrorCode, Intent, MessageType, Reason
 from .crypto import SignContext, sign, verify
-from .errors import TooLargeError, UsageError
+from .errors import AuthenticationError, MalformedMessageError, TooLargeError, UsageError
 from .limits import Limits
 from .mobile_credential import MobileCredential
 
@@ -115,7 +115,10 @@ class Auth(Message):
         The caller must separately verify ``credential`` against the cloud key and
         check its validity window and scope.
         """
-        key = self.credential.phone_key()
+        try:
+            key = self.credential.phone_key()
+        except MalformedMessageError:
+            raise AuthenticationError() from None
         signed = _auth_signed_bytes(door_id, challenge, self.intent, self.credential.to_bytes())
         verify(key, SignContext.AUTH, signed, self.signature)
         return key
@@ -155,13 +158,18 @@ class UnlockResult(Message):
         object.__setattr__(self, "reason", to_enum(Reason, "reason", self.reason))
         check_uint("open_seconds", self.open_seconds, 8)
         check_uint("audit_seq", self.audit_seq, 32)
-        if (self.reason is Reason.GRANTED) != (self.open_seconds > 0):
-            raise UsageError("open_seconds must be > 0 exactly when access is granted")
+        if self.open_seconds and self.reason is not Reason.GRANTED:
+            raise UsageError("open_seconds must be 0 when access is refused")
 
     @property
     def granted(self) -> bool:
-        """True when the lock opened."""
+        """True when the phone was authenticated and authorised (SYNC_ONLY: not opened)."""
         return self.reason is Reason.GRANTED
+
+    @property
+    def opened(self) -> bool:
+        """True when the lock released the door."""
+        return self.open_seconds > 0
 
 
 @register

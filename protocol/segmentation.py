@@ -163,7 +163,7 @@ class SegmentAck:
             raise UsageError("transfer_id and next_index must each fit in a u16")
 
     def to_bytes(self) -> bytes:
-        """Encode as ``transfer_id | next_index`` (§7.2)."""
+        """Encode as ``transfer_id | next_index`` (§7.1.2)."""
         fields = {"transfer_id": self.transfer_id, "next_index": self.next_index}
         return bytes(_SegmentAckFormat.build(fields))
 
@@ -225,7 +225,7 @@ class _Transfer:
 
 
 class Reassembler:
-    """Rebuilds frames from segments, one transfer at a time (§7.3).
+    """Rebuilds frames from segments, one transfer at a time (§7.1.3).
 
     :meth:`receive` raises only :class:`~protocol.errors.ProtocolError` subclasses, and
     after an error the state is unchanged, except that a transfer growing over the size
