@@ -56,8 +56,8 @@ from simulators.fixture import World, fixed_bytes
 
 __all__ = [
     "MESSAGES",
-    "SIGNED_MESSAGES",
     "PHONE_KEY",
+    "SIGNED_MESSAGES",
     "SIGNING_DOOR",
     "audit_acks",
     "audit_batches",
@@ -121,10 +121,11 @@ def windows(draw: st.DrawFn) -> Window:
 
 
 @st.composite
-def credentials(draw: st.DrawFn, kind: CredentialKind | None = None) -> Credential:
-    kind = draw(st.sampled_from(CredentialKind)) if kind is None else kind
+def credentials(
+    draw: st.DrawFn, max_windows: int = DEFAULT_LIMITS.max_schedule_windows
+) -> Credential:
+    kind = draw(st.sampled_from(CredentialKind))
     valid_from, valid_until = draw(_ordered_pair())
-    max_windows = DEFAULT_LIMITS.max_schedule_windows
     card_key = draw(st.binary(min_size=16, max_size=16)) if kind is CredentialKind.KEYCARD else b""
     return Credential(
         kind=kind,
@@ -132,13 +133,13 @@ def credentials(draw: st.DrawFn, kind: CredentialKind | None = None) -> Credenti
         status=draw(st.sampled_from(CredentialStatus)),
         valid_from=valid_from,
         valid_until=valid_until,
-        schedule=draw(st.lists(windows(), max_size=max_windows)),
+        schedule=tuple(draw(st.lists(windows(), max_size=max_windows))),
         card_key=card_key,
     )
 
 
-def credential_lists(max_entries: int = 20) -> st.SearchStrategy[CredentialList]:
-    entries = st.lists(credentials(), max_size=max_entries, unique_by=lambda c: c.key)
+def credential_lists(max_entries: int = 10) -> st.SearchStrategy[CredentialList]:
+    entries = st.lists(credentials(max_windows=3), max_size=max_entries, unique_by=lambda c: c.key)
     return st.builds(
         lambda door_id, version, items: CredentialList.build(
             door_id=door_id, version=version, entries=items
@@ -154,10 +155,10 @@ def _removes() -> st.SearchStrategy[Remove]:
 
 
 def changes() -> st.SearchStrategy[Change]:
-    return st.one_of(st.builds(Upsert, credentials()), _removes())
+    return st.one_of(st.builds(Upsert, credentials(max_windows=3)), _removes())
 
 
-def change_lists(max_size: int = 20) -> st.SearchStrategy[list[Change]]:
+def change_lists(max_size: int = 10) -> st.SearchStrategy[list[Change]]:
     """Change lists with each credential key at most once (any order)."""
     return st.lists(changes(), max_size=max_size, unique_by=lambda c: c.key)
 
@@ -277,7 +278,7 @@ def audit_events(seq: int) -> st.SearchStrategy[AuditEvent]:
 
 
 @st.composite
-def audit_batches(draw: st.DrawFn, max_events: int = 20) -> AuditBatch:
+def audit_batches(draw: st.DrawFn, max_events: int = 12) -> AuditBatch:
     count = draw(st.integers(1, max_events))
     first = draw(st.integers(0, U32_MAX - count + 1))
     events = tuple(draw(audit_events(first + i)) for i in range(count))
