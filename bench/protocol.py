@@ -114,8 +114,11 @@ def _scene() -> _Scene:
     history = CredentialHistory(door.door_id)
     target = history.commit(upserts=[card])
     bundle = history.bundle(
-        0, door_public=door.sealing.public_key(), cloud_key=world.cloud_key,
-        key_epoch=0, ephemeral=world.ephemeral("bench one-change"),
+        0,
+        door_public=door.sealing.public_key(),
+        cloud_key=world.cloud_key,
+        key_epoch=0,
+        ephemeral=world.ephemeral("bench one-change"),
     )
     return _Scene(world=world, door=door, card=card, target=target, bundle=bundle)
 
@@ -133,11 +136,15 @@ def naive_json_bundle(scene: _Scene) -> bytes:
         "target_digest": scene.target.digest.hex(),
     }
     ephemeral_public, ciphertext = seal(
-        door.sealing.public_key(), _compact(_credential_json(card)), _compact(header),
+        door.sealing.public_key(),
+        _compact(_credential_json(card)),
+        _compact(header),
         scene.world.ephemeral("bench naive json"),
     )
     unsigned = {
-        **header, "ephemeral_public": _b64(ephemeral_public), "ciphertext": _b64(ciphertext)
+        **header,
+        "ephemeral_public": _b64(ephemeral_public),
+        "ciphertext": _b64(ciphertext),
     }
     signature = scene.world.cloud_key.sign(_compact(unsigned))
     return _compact({**unsigned, "signature": _b64(signature)})
@@ -248,8 +255,11 @@ def _bundle_apply_large(scene: _Scene) -> Op:
     held = history.current
     target = history.commit(upserts=[keycard(LARGE_LIST_SIZE + 1)])
     bundle = history.bundle(
-        held.version, door_public=scene.door.sealing.public_key(),
-        cloud_key=scene.world.cloud_key, key_epoch=0, ephemeral=scene.world.ephemeral("bench 10k"),
+        held.version,
+        door_public=scene.door.sealing.public_key(),
+        cloud_key=scene.world.cloud_key,
+        key_epoch=0,
+        ephemeral=scene.world.ephemeral("bench 10k"),
     )
     return _apply_op(scene, held, bundle.to_bytes(), expected=target)
 
@@ -261,7 +271,10 @@ def _apply_op(
 
     def op() -> CredentialList:
         outcome = apply_bundle(
-            current, payload, cloud_public=cloud_public, door_private=door_private,
+            current,
+            payload,
+            cloud_public=cloud_public,
+            door_private=door_private,
             capacity=CAPACITY,
         )
         return outcome.held

@@ -46,7 +46,7 @@ class Message:
     TYPE: ClassVar[MessageType]
     _FORMAT: ClassVar[Any]
 
-    def check_limits(self, limits: Limits) -> None:  # noqa: B027 - optional hook
+    def check_limits(self, limits: Limits) -> None:
         """Raise :class:`TooLargeError` if a count exceeds ``limits`` (override)."""
 
     def _to_container(self) -> dict[str, Any]:
@@ -134,7 +134,9 @@ class SignedMessage(Message):
 
 def _split_signature(payload: bytes, message_type: MessageType) -> tuple[bytes, bytes]:
     if len(payload) < SIGNATURE_SIZE:
-        raise TruncatedError(f"{message_type.name}: shorter than its {SIGNATURE_SIZE}-byte signature")
+        raise TruncatedError(
+            f"{message_type.name}: shorter than its {SIGNATURE_SIZE}-byte signature"
+        )
     return bytes(payload[:-SIGNATURE_SIZE]), bytes(payload[-SIGNATURE_SIZE:])
 
 

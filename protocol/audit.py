@@ -4,9 +4,10 @@ Theory of operation: every decision and state change at a lock is an event with
 a gapless 32-bit sequence number. The lock releases events to the cloud in
 lock-signed AUDIT_BATCHes of consecutive sequence numbers; a relay can neither
 edit an event (signature) nor drop one unnoticed: a batch with a gap raises
-:class:`AuditGapError` when decoded, and :class:`AuditLedger` (cloud side) refuses a batch that does not
-continue where the previous one ended. The cloud answers with a cloud-signed
-AUDIT_ACK; only then may the lock free the acknowledged events.
+:class:`AuditGapError` when decoded, and :class:`AuditLedger` (cloud side)
+refuses a batch that does not continue where the previous one ended. The cloud
+answers with a cloud-signed AUDIT_ACK; only then may the lock free the
+acknowledged events.
 """
 
 from __future__ import annotations
@@ -96,14 +97,29 @@ class AuditBatch(SignedMessage):
 
     @classmethod
     def _from_container(cls, c: Any) -> Self:
-        events = tuple(AuditEvent(seq=e.seq, time=e.time, kind=e.kind, reason=e.reason,
-                                  credential_id=e.credential_id, detail=e.detail) for e in c["events"])
+        events = tuple(
+            AuditEvent(
+                seq=e.seq,
+                time=e.time,
+                kind=e.kind,
+                reason=e.reason,
+                credential_id=e.credential_id,
+                detail=e.detail,
+            )
+            for e in c["events"]
+        )
         return cls(door_id=c["door_id"], events=events, signature=c["signature"])
 
 
 def _event_dict(e: AuditEvent) -> dict[str, Any]:
-    return {"seq": e.seq, "time": e.time, "kind": e.kind, "reason": e.reason,
-            "credential_id": e.credential_id, "detail": e.detail}
+    return {
+        "seq": e.seq,
+        "time": e.time,
+        "kind": e.kind,
+        "reason": e.reason,
+        "credential_id": e.credential_id,
+        "detail": e.detail,
+    }
 
 
 @register
@@ -113,7 +129,9 @@ class AuditAck(SignedMessage):
 
     TYPE: ClassVar[MessageType] = MessageType.AUDIT_ACK
     CONTEXT: ClassVar[SignContext] = SignContext.AUDIT_ACK
-    _FORMAT: ClassVar[Any] = Struct("door_id" / DoorId, "key_epoch" / U32, "up_to_seq" / U32).compile()
+    _FORMAT: ClassVar[Any] = Struct(
+        "door_id" / DoorId, "key_epoch" / U32, "up_to_seq" / U32
+    ).compile()
 
     door_id: bytes
     key_epoch: int

@@ -16,6 +16,7 @@ checks the signature over the exact received bytes before parsing, and
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -24,7 +25,19 @@ from construct import GreedyBytes, PrefixedArray, Struct, Switch, this
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ._codec import DIGEST_SIZE, DOOR_ID_SIZE, KEY_SIZE, SIGNATURE_SIZE, U8, U32, Bytes8, Digest, DoorId, Key32, parse_exact
+from ._codec import (
+    DIGEST_SIZE,
+    DOOR_ID_SIZE,
+    KEY_SIZE,
+    SIGNATURE_SIZE,
+    U8,
+    U32,
+    Bytes8,
+    Digest,
+    DoorId,
+    Key32,
+    parse_exact,
+)
 from ._message import SignedMessage, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import CredentialKind, MessageType
@@ -51,7 +64,8 @@ _AAD_CONTEXT = b"LK1 bundle-aad\x00"
 
 ChangeFormat = Struct(
     "op" / U8,
-    "body" / Switch(
+    "body"
+    / Switch(
         this.op,
         {OP_UPSERT: EntryFormat, OP_REMOVE: Struct("kind" / U8, "credential_id" / Bytes8)},
     ),
@@ -88,7 +102,7 @@ Change = Upsert | Remove
 def encode_changes(changes: Sequence[Change]) -> bytes:
     """Canonical plaintext: changes sorted by key, each key at most once (§6.2.1)."""
     ordered = sorted(changes, key=lambda c: c.key)
-    if any(a.key == b.key for a, b in zip(ordered, ordered[1:], strict=False)):
+    if any(a.key == b.key for a, b in itertools.pairwise(ordered)):
         raise UsageError("a delta may change each credential at most once")
     return bytes(ChangesFormat.build({"changes": [_change_dict(c) for c in ordered]}))
 
@@ -109,7 +123,7 @@ def decode_changes(plaintext: bytes, *, limits: Limits = DEFAULT_LIMITS) -> tupl
     except UsageError as exc:
         raise MalformedMessageError(f"delta: {exc}") from None
     keys = [c.key for c in changes]
-    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+    if any(a >= b for a, b in itertools.pairwise(keys)):
         raise MalformedMessageError("delta changes are not in strict key order")
     return changes
 
@@ -187,12 +201,20 @@ def seal_bundle(
 ) -> SealedBundle:
     """Cloud side: seal ``changes`` to one door and sign the result."""
     header = SealedBundle(
-        door_id=door_id, key_epoch=key_epoch, base_version=base_version,
-        target_version=target_version, target_digest=target_digest,
-        ephemeral_public=bytes(KEY_SIZE), ciphertext=bytes(AEAD_TAG_SIZE),
+        door_id=door_id,
+        key_epoch=key_epoch,
+        base_version=base_version,
+        target_version=target_version,
+        target_digest=target_digest,
+        ephemeral_public=bytes(KEY_SIZE),
+        ciphertext=bytes(AEAD_TAG_SIZE),
     )
-    eph_public, ciphertext = seal(door_public, encode_changes(changes), header.associated_data(), ephemeral)
-    unsigned = SealedBundle(**{**_fields(header), "ephemeral_public": eph_public, "ciphertext": ciphertext})
+    eph_public, ciphertext = seal(
+        door_public, encode_changes(changes), header.associated_data(), ephemeral
+    )
+    unsigned = SealedBundle(
+        **{**_fields(header), "ephemeral_public": eph_public, "ciphertext": ciphertext}
+    )
     return unsigned.signed(cloud_key)
 
 
@@ -215,7 +237,7 @@ def decrypt_changes(
     bundle: SealedBundle, *, door_private: X25519PrivateKey, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Change, ...]:
     """Lock side, step 2: open the sealed changes (AuthenticationError if not ours)."""
-    plaintext = open_sealed(door_private, bundle.ephemeral_public, bundle.ciphertext, bundle.associated_data())
+    plaintext = open_sealed(
+        door_private, bundle.ephemeral_public, bundle.ciphertext, bundle.associated_data()
+    )
     return decode_changes(plaintext, limits=limits)
-
-

@@ -87,13 +87,15 @@ class KeyRotation(SignedMessage):
             check_bytes("signature", self.signature, size=SIGNATURE_SIZE)
 
     @classmethod
-    def create(cls, *, current_key: Ed25519PrivateKey, new_key: Ed25519PrivateKey, new_epoch: int) -> KeyRotation:
+    def create(
+        cls, *, current_key: Ed25519PrivateKey, new_key: Ed25519PrivateKey, new_epoch: int
+    ) -> KeyRotation:
         """Cloud side: announce ``new_key`` as epoch ``new_epoch``."""
         new_public = public_bytes(new_key)
         proof = sign(new_key, SignContext.KEY_POSSESSION, _possession_body(new_epoch, new_public))
-        return cls(new_epoch=new_epoch, new_public_key=new_public, possession_signature=proof).signed(
-            current_key
-        )
+        return cls(
+            new_epoch=new_epoch, new_public_key=new_public, possession_signature=proof
+        ).signed(current_key)
 
 
 def _possession_body(epoch: int, public: bytes) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,12 +28,13 @@ from construct import Bytes, If, PrefixedArray, Struct, this
 from ._codec import DOOR_ID_SIZE, U8, U16, U32, Bytes8, DoorId, parse_exact
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import CredentialKind, CredentialStatus, Reason
-from .keycard import CARD_KEY_SIZE
 from .errors import MalformedMessageError, TooLargeError, UsageError
+from .keycard import CARD_KEY_SIZE
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "FOREVER",
+    "MAX_SCHEDULE_WINDOWS",
     "Credential",
     "CredentialKey",
     "CredentialList",
@@ -41,6 +43,7 @@ __all__ = [
 
 
 MAX_CREDENTIAL_ID = 16
+MAX_SCHEDULE_WINDOWS = 16
 FOREVER = 0xFFFFFFFF
 MINUTES_PER_DAY = 1440
 _DIGEST_CONTEXT = b"LK1 list\x00"
@@ -56,7 +59,7 @@ EntryFormat = Struct(
     "valid_from" / U32,
     "valid_until" / U32,
     "schedule" / PrefixedArray(U8, WindowFormat),
-    "card_key" / If(this.kind == 1, Bytes(CARD_KEY_SIZE))  # 1 = KEYCARD,
+    "card_key" / If(this.kind == 1, Bytes(CARD_KEY_SIZE)),  # 1 = KEYCARD,
 )
 _ENTRY = EntryFormat.compile()
 _HEADER = Struct("door_id" / DoorId, "version" / U32, "count" / U32).compile()
@@ -108,8 +111,8 @@ class Credential:
         if self.valid_until <= self.valid_from:
             raise UsageError("valid_until must be after valid_from")
         object.__setattr__(self, "schedule", tuple(self.schedule))
-        if len(self.schedule) > DEFAULT_LIMITS.max_schedule_windows:
-            raise UsageError(f"at most {DEFAULT_LIMITS.max_schedule_windows} schedule windows")
+        if len(self.schedule) > MAX_SCHEDULE_WINDOWS:
+            raise UsageError(f"at most {MAX_SCHEDULE_WINDOWS} schedule windows per credential")
         want = CARD_KEY_SIZE if self.kind is CredentialKind.KEYCARD else 0
         check_bytes("card_key", self.card_key, size=want)
 
@@ -144,11 +147,19 @@ class Credential:
     @classmethod
     def from_container(cls, c: Any) -> Credential:
         """Build from a parsed construct container (raises :class:`UsageError`)."""
-        windows = tuple(Window(days=w.days, start_minute=w.start_minute, end_minute=w.end_minute)
-                        for w in c["schedule"])
-        return cls(kind=c["kind"], credential_id=c["credential_id"], status=c["status"],
-                   valid_from=c["valid_from"], valid_until=c["valid_until"], schedule=windows,
-                   card_key=c["card_key"] or b"")
+        windows = tuple(
+            Window(days=w.days, start_minute=w.start_minute, end_minute=w.end_minute)
+            for w in c["schedule"]
+        )
+        return cls(
+            kind=c["kind"],
+            credential_id=c["credential_id"],
+            status=c["status"],
+            valid_from=c["valid_from"],
+            valid_until=c["valid_until"],
+            schedule=windows,
+            card_key=c["card_key"] or b"",
+        )
 
     def decide(self, now: int, *, utc_offset_minutes: int = 0) -> Reason:
         """The access decision for this entry at lock time ``now`` (§5.3)."""
@@ -182,7 +193,9 @@ class CredentialList(Mapping[CredentialKey, Credential]):
     _order: list[CredentialKey] = field(repr=False)
 
     @classmethod
-    def build(cls, *, door_id: bytes, version: int, entries: Iterable[Credential] = ()) -> CredentialList:
+    def build(
+        cls, *, door_id: bytes, version: int, entries: Iterable[Credential] = ()
+    ) -> CredentialList:
         """Make a list; duplicate keys are a :class:`UsageError`."""
         check_bytes("door_id", door_id, size=DOOR_ID_SIZE)
         check_uint("version", version, 32)
@@ -247,6 +260,6 @@ class CredentialList(Mapping[CredentialKey, Credential]):
         except UsageError as exc:
             raise MalformedMessageError(f"credential list: {exc}") from None
         keys = [e.key for e in entries]
-        if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(keys)):
             raise MalformedMessageError("credential list entries are not in strict key order")
         return cls.build(door_id=c.door_id, version=c.version, entries=entries)

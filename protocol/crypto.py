@@ -105,9 +105,9 @@ def open_sealed(
         raise AuthenticationError() from None
 
 
-def _derive(shared: bytes, ephemeral_public: bytes, door_public: bytes) -> tuple[
-    ChaCha20Poly1305, bytes
-]:
+def _derive(
+    shared: bytes, ephemeral_public: bytes, door_public: bytes
+) -> tuple[ChaCha20Poly1305, bytes]:
     okm = HKDF(
         algorithm=hashes.SHA256(), length=44, salt=ephemeral_public + door_public, info=_SEAL_INFO
     ).derive(shared)

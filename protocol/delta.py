@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from .bundle import Change, Remove, SealedBundle, Upsert, decrypt_changes, seal_bundle, verify_bundle
+from .bundle import (
+    Change,
+    Remove,
+    SealedBundle,
+    Upsert,
+    decrypt_changes,
+    seal_bundle,
+    verify_bundle,
+)
 from .codes import CredentialKind
 from .credential_list import Credential, CredentialKey, CredentialList
 from .errors import (
@@ -132,7 +140,9 @@ class CredentialHistory:
         """The list at the newest version."""
         return self._list
 
-    def commit(self, *, upserts: Iterable[Credential] = (), removals: Iterable[CredentialKey] = ()) -> CredentialList:
+    def commit(
+        self, *, upserts: Iterable[Credential] = (), removals: Iterable[CredentialKey] = ()
+    ) -> CredentialList:
         """Record one change set as the next version and return the new list."""
         upserts, removals = list(upserts), list(removals)
         if not upserts and not removals:
@@ -158,8 +168,13 @@ class CredentialHistory:
     ) -> SealedBundle:
         """A sealed, signed bundle from ``base_version`` to the current version."""
         return seal_bundle(
-            self.delta(base_version), door_id=self._list.door_id, door_public=door_public,
-            base_version=base_version, target_version=self._list.version,
-            target_digest=self._list.digest, key_epoch=key_epoch, cloud_key=cloud_key,
+            self.delta(base_version),
+            door_id=self._list.door_id,
+            door_public=door_public,
+            base_version=base_version,
+            target_version=self._list.version,
+            target_digest=self._list.digest,
+            key_epoch=key_epoch,
+            cloud_key=cloud_key,
             ephemeral=ephemeral,
         )

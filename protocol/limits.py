@@ -20,7 +20,6 @@ class Limits:
     """Largest frame payload in bytes (a bundle provisioning ~20,000 cards fits)."""
     max_list_entries: int = 100_000
     """Most entries a credential list or delta may carry (a lock's own capacity is lower)."""
-    max_schedule_windows: int = 16
     max_audit_events: int = 1_000
     """Most events in one AUDIT_BATCH."""
     max_scope_doors: int = 64

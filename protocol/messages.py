@@ -107,7 +107,14 @@ class Auth(Message):
     ) -> Auth:
         """Sign this session's challenge with the phone key."""
         signed = _auth_signed_bytes(door_id, challenge, intent, credential.to_bytes())
-        return cls(intent=intent, credential=credential, signature=sign(phone_key, SignContext.AUTH, signed))
+        return cls(
+            intent=intent,
+            credential=credential,
+            signature=sign(phone_key, SignContext.AUTH, signed),
+        )
+
+    def check_limits(self, limits: Limits) -> None:
+        self.credential.check_limits(limits)
 
     def verify(self, *, door_id: bytes, challenge: bytes) -> Ed25519PublicKey:
         """Check the phone's signature for this door and challenge; return the phone key.
@@ -124,7 +131,11 @@ class Auth(Message):
         return key
 
     def _to_container(self) -> dict[str, Any]:
-        return {"intent": self.intent, "credential": self.credential.to_bytes(), "signature": self.signature}
+        return {
+            "intent": self.intent,
+            "credential": self.credential.to_bytes(),
+            "signature": self.signature,
+        }
 
     @classmethod
     def _from_container(cls, c: Any) -> Self:

@@ -66,6 +66,9 @@ def make_receipt(
 ) -> Receipt:
     """Sign a receipt for the list the lock holds now."""
     return Receipt(
-        door_id=held.door_id, requested_version=requested_version,
-        list_version=held.version, list_digest=held.digest, status=status,
+        door_id=held.door_id,
+        requested_version=requested_version,
+        list_version=held.version,
+        list_digest=held.digest,
+        status=status,
     ).signed(lock_key)

@@ -99,10 +99,23 @@ def frame_vectors() -> dict[str, Any]:
         "unknown_type": _with_crc(good[:3] + b"\x7f" + good[4:-4]),
     }
     return {
-        "description": "Frame envelope (§2). 'valid' frames decode; each 'invalid' frame must fail with the named error.",
-        "valid": [{"version": 1, "type": 0x0A, "payload": payload.hex(), "frame": good.hex(),
-                   "crc32": f"{zlib.crc32(good[:-4]):08x}"}],
-        "invalid": [{"case": name, "frame": data.hex(), "error": _error_name(data)} for name, data in bad.items()],
+        "description": (
+            "Frame envelope (§2). 'valid' frames decode; "
+            "each 'invalid' frame must fail with the named error."
+        ),
+        "valid": [
+            {
+                "version": 1,
+                "type": 0x0A,
+                "payload": payload.hex(),
+                "frame": good.hex(),
+                "crc32": f"{zlib.crc32(good[:-4]):08x}",
+            }
+        ],
+        "invalid": [
+            {"case": name, "frame": data.hex(), "error": _error_name(data)}
+            for name, data in bad.items()
+        ],
     }
 
 
@@ -119,16 +132,23 @@ def _error_name(frame: bytes) -> str:
 
 
 def sample_card() -> Credential:
-    return Credential(kind=CredentialKind.KEYCARD, credential_id=bytes.fromhex("04a1b2c3d4e5f6"),
-                      card_key=fixed_bytes("card key 04a1b2c3d4e5f6", 16))
+    return Credential(
+        kind=CredentialKind.KEYCARD,
+        credential_id=bytes.fromhex("04a1b2c3d4e5f6"),
+        card_key=fixed_bytes("card key 04a1b2c3d4e5f6", 16),
+    )
 
 
 def mobile_credential(world: World) -> MobileCredential:
     phone_key = ed25519_private_from_seed(fixed_bytes("phone ed25519"))
     return MobileCredential(
-        key_epoch=0, credential_id=fixed_bytes("mobile credential id", 16),
-        person_id=fixed_bytes("person resident-1", 16), phone_public_key=public_bytes(phone_key),
-        valid_from=T0, valid_until=T0 + 7 * 86400, scope_kind=ScopeKind.DOORS,
+        key_epoch=0,
+        credential_id=fixed_bytes("mobile credential id", 16),
+        person_id=fixed_bytes("person resident-1", 16),
+        phone_public_key=public_bytes(phone_key),
+        valid_from=T0,
+        valid_until=T0 + 7 * 86400,
+        scope_kind=ScopeKind.DOORS,
         scope_ids=(world.door("front").door_id,),
     ).signed(world.cloud_key)
 
@@ -139,45 +159,85 @@ def message_vectors(world: World) -> dict[str, Any]:
     mc = mobile_credential(world)
     phone_key = ed25519_private_from_seed(fixed_bytes("phone ed25519"))
     messages = [
-        Hello(door_id=door.door_id, list_version=7, list_age_s=3600, battery_pct=87, audit_head_seq=42,
-              key_epoch=0, lock_time=T0, challenge=challenge, supported_versions=(1,)),
-        Auth.create(credential=mc, phone_key=phone_key, door_id=door.door_id, challenge=challenge,
-                    intent=Intent.UNLOCK),
+        Hello(
+            door_id=door.door_id,
+            list_version=7,
+            list_age_s=3600,
+            battery_pct=87,
+            audit_head_seq=42,
+            key_epoch=0,
+            lock_time=T0,
+            challenge=challenge,
+            supported_versions=(1,),
+        ),
+        Auth.create(
+            credential=mc,
+            phone_key=phone_key,
+            door_id=door.door_id,
+            challenge=challenge,
+            intent=Intent.UNLOCK,
+        ),
         UnlockResult(door_id=door.door_id, reason=Reason.GRANTED, open_seconds=5, audit_seq=43),
         AuditAck(door_id=door.door_id, key_epoch=0, up_to_seq=42).signed(world.cloud_key),
-        TimeSync(door_id=door.door_id, key_epoch=0, sequence=3, cloud_time=T0,
-                 challenge=challenge).signed(world.cloud_key),
+        TimeSync(
+            door_id=door.door_id, key_epoch=0, sequence=3, cloud_time=T0, challenge=challenge
+        ).signed(world.cloud_key),
         KeyRotation.create(current_key=world.cloud_key, new_key=world.cloud_key_at(1), new_epoch=1),
         ErrorMessage(code=ErrorCode.ROLLBACK, about_type=0x04, detail="bundle older than list"),
     ]
     return {
-        "description": "One of each session and control message (§4, §6.5-§6.7), fields and exact bytes.",
-        "keys": {**keys_block(world, "front"), "phone_ed25519_seed": fixed_bytes("phone ed25519").hex(),
-                 "cloud_epoch1_ed25519_seed": fixed_bytes("cloud-signing epoch 1").hex()},
+        "description": (
+            "One of each session and control message (§4, §6.5-§6.7), fields and exact bytes."
+        ),
+        "keys": {
+            **keys_block(world, "front"),
+            "phone_ed25519_seed": fixed_bytes("phone ed25519").hex(),
+            "cloud_epoch1_ed25519_seed": fixed_bytes("cloud-signing epoch 1").hex(),
+        },
         "mobile_credential": {"fields": jsonable(mc), "bytes": mc.to_bytes().hex()},
-        "messages": [{"type": int(m.TYPE), "name": m.TYPE.name, "fields": jsonable(m),
-                      "payload": m.to_bytes().hex(), "frame": m.to_frame().hex()} for m in messages],
+        "messages": [
+            {
+                "type": int(m.TYPE),
+                "name": m.TYPE.name,
+                "fields": jsonable(m),
+                "payload": m.to_bytes().hex(),
+                "frame": m.to_frame().hex(),
+            }
+            for m in messages
+        ],
     }
 
 
 def list_vectors(world: World) -> dict[str, Any]:
     door = world.door("front")
     history = CredentialHistory(door.door_id)
-    history.commit(upserts=[
-        sample_card(),
-        Credential(kind=CredentialKind.PERSON, credential_id=fixed_bytes("person resident-1", 16),
-                   valid_from=T0, valid_until=T0 + 365 * 86400,
-                   schedule=(Window(days=0b0011111, start_minute=7 * 60, end_minute=19 * 60),)),
-        Credential(kind=CredentialKind.KEYCARD, credential_id=bytes.fromhex("0411223344556677889a"),
-                   status=CredentialStatus.REVOKED, card_key=fixed_bytes("card key lost", 16)),
-    ])
+    history.commit(
+        upserts=[
+            sample_card(),
+            Credential(
+                kind=CredentialKind.PERSON,
+                credential_id=fixed_bytes("person resident-1", 16),
+                valid_from=T0,
+                valid_until=T0 + 365 * 86400,
+                schedule=(Window(days=0b0011111, start_minute=7 * 60, end_minute=19 * 60),),
+            ),
+            Credential(
+                kind=CredentialKind.KEYCARD,
+                credential_id=bytes.fromhex("0411223344556677889a"),
+                status=CredentialStatus.REVOKED,
+                card_key=fixed_bytes("card key lost", 16),
+            ),
+        ]
+    )
     held = history.current
     return {
         "description": "Canonical credential-list encoding and digest (§5.2).",
-        "door_id": door.door_id.hex(), "version": held.version,
+        "door_id": door.door_id.hex(),
+        "version": held.version,
         "entries": [jsonable(held[k]) for k in held],
         "entry_encodings": [held[k].encoded.hex() for k in held],
-        "encoding": held.to_bytes().hex(), "digest": held.digest.hex(),
+        "encoding": held.to_bytes().hex(),
+        "digest": held.digest.hex(),
     }
 
 
@@ -186,12 +246,22 @@ def bundle_vectors(world: World) -> dict[str, Any]:
     history = CredentialHistory(door.door_id)
     history.commit(upserts=[sample_card()])
     ephemeral = world.ephemeral("bundle v0->v1")
-    bundle = history.bundle(0, door_public=door.sealing.public_key(), cloud_key=world.cloud_key,
-                            key_epoch=0, ephemeral=ephemeral)
+    bundle = history.bundle(
+        0,
+        door_public=door.sealing.public_key(),
+        cloud_key=world.cloud_key,
+        key_epoch=0,
+        ephemeral=ephemeral,
+    )
     shared = ephemeral.exchange(door.sealing.public_key())
     aead_key_nonce = _derive_bytes(shared, bundle.ephemeral_public, door.sealing_public)
-    applied = apply_bundle(history.current.empty(door.door_id), bundle.to_bytes(),
-                           cloud_public=world.cloud_key.public_key(), door_private=door.sealing, capacity=10)
+    applied = apply_bundle(
+        history.current.empty(door.door_id),
+        bundle.to_bytes(),
+        cloud_public=world.cloud_key.public_key(),
+        door_private=door.sealing,
+        capacity=10,
+    )
     return {
         "description": "A one-change bundle from version 0 to 1, sealed and signed (§6.2).",
         "keys": keys_block(world, "front"),
@@ -199,11 +269,13 @@ def bundle_vectors(world: World) -> dict[str, Any]:
         "changes": [{"op": 1, "credential": jsonable(sample_card())}],
         "plaintext": encode_changes(history.delta(0)).hex(),
         "x25519_shared_secret": shared.hex(),
-        "aead_key": aead_key_nonce[:32].hex(), "aead_nonce": aead_key_nonce[32:].hex(),
+        "aead_key": aead_key_nonce[:32].hex(),
+        "aead_nonce": aead_key_nonce[32:].hex(),
         "associated_data": bundle.associated_data().hex(),
         "fields": jsonable(bundle),
         "signed_body": bundle.body_bytes().hex(),
-        "payload": bundle.to_bytes().hex(), "frame": bundle.to_frame().hex(),
+        "payload": bundle.to_bytes().hex(),
+        "frame": bundle.to_frame().hex(),
         "resulting_list_digest": applied.held.digest.hex(),
     }
 
@@ -212,8 +284,12 @@ def _derive_bytes(shared: bytes, ephemeral_public: bytes, door_public: bytes) ->
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    return HKDF(algorithm=hashes.SHA256(), length=44, salt=ephemeral_public + door_public,
-                info=b"LK1 seal ChaCha20-Poly1305").derive(shared)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=44,
+        salt=ephemeral_public + door_public,
+        info=b"LK1 seal ChaCha20-Poly1305",
+    ).derive(shared)
 
 
 def receipt_vectors(world: World) -> dict[str, Any]:
@@ -221,35 +297,57 @@ def receipt_vectors(world: World) -> dict[str, Any]:
     history = CredentialHistory(door.door_id)
     history.commit(upserts=[sample_card()])
     receipt = make_receipt(door.identity, history.current, requested_version=1)
-    return {"description": "Lock-signed receipt after applying the bundle vector (§6.3).",
-            "keys": keys_block(world, "front"), "fields": jsonable(receipt),
-            "signed_body": receipt.body_bytes().hex(), "payload": receipt.to_bytes().hex(),
-            "frame": receipt.to_frame().hex()}
+    return {
+        "description": "Lock-signed receipt after applying the bundle vector (§6.3).",
+        "keys": keys_block(world, "front"),
+        "fields": jsonable(receipt),
+        "signed_body": receipt.body_bytes().hex(),
+        "payload": receipt.to_bytes().hex(),
+        "frame": receipt.to_frame().hex(),
+    }
 
 
 def audit_vectors(world: World) -> dict[str, Any]:
     door = world.door("front")
     events = [
         AuditEvent(seq=1, time=T0, kind=AuditEventKind.BOOT),
-        AuditEvent(seq=2, time=T0 + 5, kind=AuditEventKind.CARD_DECISION, reason=Reason.GRANTED,
-                   credential_id=bytes.fromhex("04a1b2c3d4e5f6")),
+        AuditEvent(
+            seq=2,
+            time=T0 + 5,
+            kind=AuditEventKind.CARD_DECISION,
+            reason=Reason.GRANTED,
+            credential_id=bytes.fromhex("04a1b2c3d4e5f6"),
+        ),
         AuditEvent(seq=3, time=T0 + 9, kind=AuditEventKind.BUNDLE_APPLIED, detail=1),
     ]
-    batch = AuditBatch(door_id=door.door_id, events=events).signed(door.identity)
-    return {"description": "Lock-signed audit batch of three consecutive events (§6.4).",
-            "keys": keys_block(world, "front"), "fields": jsonable(batch),
-            "signed_body": batch.body_bytes().hex(), "payload": batch.to_bytes().hex(),
-            "frame": batch.to_frame().hex()}
+    batch = AuditBatch(door_id=door.door_id, events=tuple(events)).signed(door.identity)
+    return {
+        "description": "Lock-signed audit batch of three consecutive events (§6.4).",
+        "keys": keys_block(world, "front"),
+        "fields": jsonable(batch),
+        "signed_body": batch.body_bytes().hex(),
+        "payload": batch.to_bytes().hex(),
+        "frame": batch.to_frame().hex(),
+    }
 
 
 def card_vectors() -> dict[str, Any]:
     cases = []
     for uid_hex in ("04a1b2c3", "04a1b2c3d4e5f6", "0411223344556677889a"):
         uid = bytes.fromhex(uid_hex)
-        key, challenge = fixed_bytes(f"card key {uid_hex}", 16), fixed_bytes(f"card challenge {uid_hex}", 16)
-        cases.append({"uid": uid_hex, "key": key.hex(), "challenge": challenge.hex(),
-                      "cmac_input": (b"LK1-CARD" + bytes([len(uid)]) + uid + challenge).hex(),
-                      "response": card_response(key, uid, challenge).hex()})
+        key, challenge = (
+            fixed_bytes(f"card key {uid_hex}", 16),
+            fixed_bytes(f"card challenge {uid_hex}", 16),
+        )
+        cases.append(
+            {
+                "uid": uid_hex,
+                "key": key.hex(),
+                "challenge": challenge.hex(),
+                "cmac_input": (b"LK1-CARD" + bytes([len(uid)]) + uid + challenge).hex(),
+                "response": card_response(key, uid, challenge).hex(),
+            }
+        )
     return {"description": "Keycard challenge-response, AES-128-CMAC (§7.3).", "cases": cases}
 
 
@@ -257,21 +355,45 @@ def doorcode_vectors(world: World) -> dict[str, Any]:
     door = world.door("front")
     secret = fixed_bytes("doorcode secret front")
     cases = []
-    for kind, slot, offset in ((DoorcodeKind.DAILY, 0, 0), (DoorcodeKind.DAILY, 17, -300),
-                               (DoorcodeKind.QUARTER_HOUR, 3, 60)):
-        code = issue_doorcode(secret=secret, door_id=door.door_id, kind=kind, at=T0, slot=slot,
-                              utc_offset_minutes=offset)
-        cases.append({"kind": int(kind), "slot": slot, "utc_offset_minutes": offset, "at": T0, "code": code})
-    return {"description": "Offline keypad doorcodes (§7.2).", "door_id": door.door_id.hex(),
-            "secret": secret.hex(), "cases": cases}
+    for kind, slot, offset in (
+        (DoorcodeKind.DAILY, 0, 0),
+        (DoorcodeKind.DAILY, 17, -300),
+        (DoorcodeKind.QUARTER_HOUR, 3, 60),
+    ):
+        code = issue_doorcode(
+            secret=secret,
+            door_id=door.door_id,
+            kind=kind,
+            at=T0,
+            slot=slot,
+            utc_offset_minutes=offset,
+        )
+        cases.append(
+            {"kind": int(kind), "slot": slot, "utc_offset_minutes": offset, "at": T0, "code": code}
+        )
+    return {
+        "description": "Offline keypad doorcodes (§7.2).",
+        "door_id": door.door_id.hex(),
+        "secret": secret.hex(),
+        "cases": cases,
+    }
 
 
 def segmentation_vectors(world: World) -> dict[str, Any]:
     frame = bytes.fromhex(bundle_vectors(world)["frame"])
-    cases = [{"mtu": mtu, "transfer_id": 7, "segments": [s.hex() for s in segment_frame(frame, mtu=mtu, transfer_id=7)]}
-             for mtu in (23, 185, 247)]
-    return {"description": "BLE segmentation of the bundle vector's frame (§7.1).", "frame": frame.hex(),
-            "cases": cases}
+    cases = [
+        {
+            "mtu": mtu,
+            "transfer_id": 7,
+            "segments": [s.hex() for s in segment_frame(frame, mtu=mtu, transfer_id=7)],
+        }
+        for mtu in (23, 185, 247)
+    ]
+    return {
+        "description": "BLE segmentation of the bundle vector's frame (§7.1).",
+        "frame": frame.hex(),
+        "cases": cases,
+    }
 
 
 def build_vectors() -> dict[str, Any]:
@@ -297,7 +419,9 @@ def render(content: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare with the files; write nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="compare with the files; write nothing"
+    )
     args = parser.parse_args(argv)
     stale = []
     for name, content in build_vectors().items():

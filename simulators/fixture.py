@@ -39,8 +39,12 @@ class Door:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "door_id", fixed_bytes(f"door-id {self.name}", 16))
-        object.__setattr__(self, "identity", ed25519_private_from_seed(fixed_bytes(f"door-identity {self.name}")))
-        object.__setattr__(self, "sealing", x25519_private_from_seed(fixed_bytes(f"door-sealing {self.name}")))
+        object.__setattr__(
+            self, "identity", ed25519_private_from_seed(fixed_bytes(f"door-identity {self.name}"))
+        )
+        object.__setattr__(
+            self, "sealing", x25519_private_from_seed(fixed_bytes(f"door-sealing {self.name}"))
+        )
 
     @property
     def identity_public(self) -> bytes:
@@ -56,7 +60,8 @@ class World:
     """The cloud signing key (epoch 0) and helpers for doors and nonces."""
 
     cloud_key: Ed25519PrivateKey = field(
-        default_factory=lambda: ed25519_private_from_seed(fixed_bytes("cloud-signing epoch 0")), repr=False
+        default_factory=lambda: ed25519_private_from_seed(fixed_bytes("cloud-signing epoch 0")),
+        repr=False,
     )
 
     def door(self, name: str) -> Door:

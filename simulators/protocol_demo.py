@@ -80,7 +80,7 @@ def expect_error(error: type[ProtocolError], action: Callable[[], object]) -> st
     raise AssertionError(f"expected {error.__name__}, nothing was raised")
 
 
-def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
+def main() -> int:
     world = World()
     door = world.door("basement")
     cloud_public = world.cloud_key.public_key()
@@ -94,18 +94,34 @@ def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
     print(f"latchsim protocol demo — protocol version {PROTOCOL_VERSION}, BLE MTU {MTU}\n")
 
     def activate() -> str:
-        history.commit(upserts=[Credential(kind=CredentialKind.KEYCARD, credential_id=card.uid,
-                                           card_key=card.key)])
-        bundle = history.bundle(0, door_public=door.sealing.public_key(), cloud_key=world.cloud_key,
-                                key_epoch=0, ephemeral=x25519_private_from_seed(os.urandom(32)))
+        history.commit(
+            upserts=[
+                Credential(kind=CredentialKind.KEYCARD, credential_id=card.uid, card_key=card.key)
+            ]
+        )
+        bundle = history.bundle(
+            0,
+            door_public=door.sealing.public_key(),
+            cloud_key=world.cloud_key,
+            key_epoch=0,
+            ephemeral=x25519_private_from_seed(os.urandom(32)),
+        )
         state["bundle"] = bundle.to_frame()
-        return f"list v{history.current.version}, sealed bundle frame {len(bundle.to_frame())} bytes"
+        return (
+            f"list v{history.current.version}, sealed bundle frame {len(bundle.to_frame())} bytes"
+        )
 
     def credential() -> str:
-        mc = MobileCredential(key_epoch=0, credential_id=os.urandom(16), person_id=b"resident-0001---",
-                              phone_public_key=public_bytes(phone_key), valid_from=now - 60,
-                              valid_until=now + 7 * 86400, scope_kind=ScopeKind.DOORS,
-                              scope_ids=(door.door_id,)).signed(world.cloud_key)
+        mc = MobileCredential(
+            key_epoch=0,
+            credential_id=os.urandom(16),
+            person_id=b"resident-0001---",
+            phone_public_key=public_bytes(phone_key),
+            valid_from=now - 60,
+            valid_until=now + 7 * 86400,
+            scope_kind=ScopeKind.DOORS,
+            scope_ids=(door.door_id,),
+        ).signed(world.cloud_key)
         state["mc"] = mc
         return f"mobile credential {len(mc.to_bytes())} bytes, valid 7 days"
 
@@ -114,27 +130,51 @@ def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
         assert isinstance(frame, bytes)
         assert card.key not in frame and card.uid not in frame, "bundle leaks the card"
         other = world.door("lobby")
-        return expect_error(AuthenticationError, lambda: apply_bundle(
-            CredentialList.empty(door.door_id), frame[8:-4], cloud_public=cloud_public,
-            door_private=other.sealing, capacity=CAPACITY))
+        return expect_error(
+            AuthenticationError,
+            lambda: apply_bundle(
+                CredentialList.empty(door.door_id),
+                frame[8:-4],
+                cloud_public=cloud_public,
+                door_private=other.sealing,
+                capacity=CAPACITY,
+            ),
+        )
 
     def hello_auth() -> str:
         challenge = os.urandom(16)
-        hello = Hello(door_id=door.door_id, list_version=held.version, list_age_s=3600, battery_pct=87,
-                      audit_head_seq=0, key_epoch=0, lock_time=now, challenge=challenge,
-                      supported_versions=(PROTOCOL_VERSION,))
+        hello = Hello(
+            door_id=door.door_id,
+            list_version=held.version,
+            list_age_s=3600,
+            battery_pct=87,
+            audit_head_seq=0,
+            key_epoch=0,
+            lock_time=now,
+            challenge=challenge,
+            supported_versions=(PROTOCOL_VERSION,),
+        )
         mc = state["mc"]
         assert isinstance(mc, MobileCredential)
-        auth = Auth.create(credential=mc, phone_key=phone_key, door_id=door.door_id,
-                           challenge=challenge, intent=Intent.UNLOCK)
+        auth = Auth.create(
+            credential=mc,
+            phone_key=phone_key,
+            door_id=door.door_id,
+            challenge=challenge,
+            intent=Intent.UNLOCK,
+        )
         received = decode_message(auth.to_frame())
         assert isinstance(received, Auth)
         MobileCredential.verified_from_bytes(received.credential.to_bytes(), cloud_public)
         received.verify(door_id=door.door_id, challenge=challenge)
         assert received.credential.opens(door_id=door.door_id, property_id=bytes(16))
-        result = UnlockResult(door_id=door.door_id, reason=Reason.GRANTED, open_seconds=5, audit_seq=1)
-        return (f"HELLO {len(hello.to_frame())} B, AUTH {len(auth.to_frame())} B, "
-                f"UNLOCK_RESULT {len(result.to_frame())} B: granted")
+        result = UnlockResult(
+            door_id=door.door_id, reason=Reason.GRANTED, open_seconds=5, audit_seq=1
+        )
+        return (
+            f"HELLO {len(hello.to_frame())} B, AUTH {len(auth.to_frame())} B, "
+            f"UNLOCK_RESULT {len(result.to_frame())} B: granted"
+        )
 
     def ble_transfer() -> str:
         frame = state["bundle"]
@@ -150,13 +190,19 @@ def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
         nonlocal held
         frame = state["received"]
         assert isinstance(frame, bytes)
-        outcome = apply_bundle(held, decode_payload(frame), cloud_public=cloud_public,
-                               door_private=door.sealing, capacity=CAPACITY)
+        outcome = apply_bundle(
+            held,
+            decode_payload(frame),
+            cloud_public=cloud_public,
+            door_private=door.sealing,
+            capacity=CAPACITY,
+        )
         assert outcome.changed and outcome.held.digest == history.current.digest
         held = outcome.held
         receipt = make_receipt(door.identity, held, requested_version=outcome.bundle.target_version)
         state["receipt"] = receipt.to_frame()
-        return f"lock now v{held.version} ({len(held)} credentials), receipt {len(receipt.to_frame())} B"
+        size = len(receipt.to_frame())
+        return f"lock now v{held.version} ({len(held)} credentials), receipt {size} B"
 
     def cloud_receipt() -> str:
         frame = state["receipt"]
@@ -168,29 +214,65 @@ def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
     def duplicate() -> str:
         frame = state["bundle"]
         assert isinstance(frame, bytes)
-        again = apply_bundle(held, decode_payload(frame), cloud_public=cloud_public,
-                             door_private=door.sealing, capacity=CAPACITY)
-        receipt = make_receipt(door.identity, again.held, requested_version=again.bundle.target_version)
+        again = apply_bundle(
+            held,
+            decode_payload(frame),
+            cloud_public=cloud_public,
+            door_private=door.sealing,
+            capacity=CAPACITY,
+        )
+        receipt = make_receipt(
+            door.identity, again.held, requested_version=again.bundle.target_version
+        )
         assert not again.changed and receipt.to_frame() == state["receipt"]
         return "no change, byte-identical receipt"
 
     def tamper() -> str:
         frame = bytearray(decode_payload(state["bundle"]))  # type: ignore[arg-type]
         frame[100] ^= 0x01
-        return expect_error(AuthenticationError, lambda: apply_bundle(
-            held, bytes(frame), cloud_public=cloud_public, door_private=door.sealing, capacity=CAPACITY))
+        return expect_error(
+            AuthenticationError,
+            lambda: apply_bundle(
+                held,
+                bytes(frame),
+                cloud_public=cloud_public,
+                door_private=door.sealing,
+                capacity=CAPACITY,
+            ),
+        )
 
     def rollback() -> str:
         nonlocal held
-        history.commit(upserts=[Credential(kind=CredentialKind.KEYCARD, credential_id=b"\x04spare!",
-                                           card_key=os.urandom(16))])
-        newer = history.bundle(1, door_public=door.sealing.public_key(), cloud_key=world.cloud_key,
-                               key_epoch=0, ephemeral=x25519_private_from_seed(os.urandom(32)))
-        held = apply_bundle(held, newer.to_bytes(), cloud_public=cloud_public,
-                            door_private=door.sealing, capacity=CAPACITY).held
+        history.commit(
+            upserts=[
+                Credential(
+                    kind=CredentialKind.KEYCARD,
+                    credential_id=b"\x04spare!",
+                    card_key=os.urandom(16),
+                )
+            ]
+        )
+        newer = history.bundle(
+            1,
+            door_public=door.sealing.public_key(),
+            cloud_key=world.cloud_key,
+            key_epoch=0,
+            ephemeral=x25519_private_from_seed(os.urandom(32)),
+        )
+        held = apply_bundle(
+            held,
+            newer.to_bytes(),
+            cloud_public=cloud_public,
+            door_private=door.sealing,
+            capacity=CAPACITY,
+        ).held
         old = decode_payload(state["bundle"])  # type: ignore[arg-type]
-        return expect_error(RollbackError, lambda: apply_bundle(
-            held, old, cloud_public=cloud_public, door_private=door.sealing, capacity=CAPACITY))
+        return expect_error(
+            RollbackError,
+            lambda: apply_bundle(
+                held, old, cloud_public=cloud_public, door_private=door.sealing, capacity=CAPACITY
+            ),
+        )
 
     def card_tap() -> str:
         challenge = os.urandom(16)
@@ -202,8 +284,12 @@ def main() -> int:  # noqa: PLR0915 - a linear script reads best as one story
         return "real card granted; UID clone refused"
 
     def audit() -> str:
-        events = [AuditEvent(seq=i + 1, time=now + i, kind=AuditEventKind.CARD_DECISION,
-                             credential_id=card.uid) for i in range(3)]
+        events = [
+            AuditEvent(
+                seq=i + 1, time=now + i, kind=AuditEventKind.CARD_DECISION, credential_id=card.uid
+            )
+            for i in range(3)
+        ]
         batch = AuditBatch(door_id=door.door_id, events=tuple(events)).signed(door.identity)
         ledger = AuditLedger(door_id=door.door_id, lock_key=door.identity.public_key())
         fresh = ledger.accept(batch.to_bytes())

@@ -81,28 +81,45 @@ CLOUD_KEY = WORLD.cloud_key
 PHONE_KEY = WORLD.cloud_key_at(1_000)  # any fixed Ed25519 key
 CHALLENGE = fixed_bytes("fuzz challenge", 16)
 SEGMENT_LIMITS = Limits(max_frame_payload=600, max_segments=64)
-SMALL_LIMITS = Limits(max_frame_payload=256, max_list_entries=2, max_audit_events=3,
-                      max_scope_doors=1, max_error_detail=4, max_segments=4)
+SMALL_LIMITS = Limits(
+    max_frame_payload=256,
+    max_list_entries=2,
+    max_audit_events=3,
+    max_scope_doors=1,
+    max_error_detail=4,
+    max_segments=4,
+)
 LEDGER_NEXT_SEQ = 5
 KEY_STATE = CloudKeyState(epoch=0, public_key=public_bytes(CLOUD_KEY))
 
 
 def _card(n: int, **fields: object) -> Credential:
     key = fixed_bytes(f"fuzz card key {n}", 16)
-    return Credential(kind=CredentialKind.KEYCARD, credential_id=bytes([n]) * 4, card_key=key,
-                      **fields)  # type: ignore[arg-type]
+    return Credential(
+        kind=CredentialKind.KEYCARD, credential_id=bytes([n]) * 4, card_key=key, **fields
+    )  # type: ignore[arg-type]
 
 
 def _person(n: int) -> Credential:
     window = Window(days=0x1F, start_minute=420, end_minute=1140)
-    return Credential(kind=CredentialKind.PERSON, credential_id=fixed_bytes(f"person {n}", 16),
-                      valid_from=1_000, valid_until=2_000_000_000, schedule=(window,))
+    return Credential(
+        kind=CredentialKind.PERSON,
+        credential_id=fixed_bytes(f"person {n}", 16),
+        valid_from=1_000,
+        valid_until=2_000_000_000,
+        schedule=(window,),
+    )
 
 
 def _bundle(history: CredentialHistory, base: int) -> SealedBundle:
     version = history.current.version
-    return history.bundle(base, door_public=DOOR.sealing.public_key(), cloud_key=CLOUD_KEY,
-                          key_epoch=0, ephemeral=WORLD.ephemeral(f"fuzz {base} {version}"))
+    return history.bundle(
+        base,
+        door_public=DOOR.sealing.public_key(),
+        cloud_key=CLOUD_KEY,
+        key_epoch=0,
+        ephemeral=WORLD.ephemeral(f"fuzz {base} {version}"),
+    )
 
 
 def _history() -> tuple[CredentialHistory, list[CredentialList], list[SealedBundle]]:
@@ -134,9 +151,14 @@ DELTAS = [HISTORY.delta(base) for base in range(3)]
 
 def _mobile_credential(scope: ScopeKind, ids: tuple[bytes, ...]) -> MobileCredential:
     return MobileCredential(
-        key_epoch=0, credential_id=fixed_bytes("mc id", 16), person_id=fixed_bytes("person 1", 16),
-        phone_public_key=public_bytes(PHONE_KEY), valid_from=1_000, valid_until=700_000,
-        scope_kind=scope, scope_ids=ids,
+        key_epoch=0,
+        credential_id=fixed_bytes("mc id", 16),
+        person_id=fixed_bytes("person 1", 16),
+        phone_public_key=public_bytes(PHONE_KEY),
+        valid_from=1_000,
+        valid_until=700_000,
+        scope_kind=scope,
+        scope_ids=ids,
     ).signed(CLOUD_KEY)
 
 
@@ -149,44 +171,84 @@ MOBILE_CREDENTIALS = [
 def _events(first: int, count: int) -> tuple[AuditEvent, ...]:
     kinds = list(AuditEventKind)
     return tuple(
-        AuditEvent(seq=first + i, time=1_000 + i, kind=kinds[i % len(kinds)], reason=i % 3,
-                   credential_id=bytes([i]) * (i % 17), detail=i * 7)
+        AuditEvent(
+            seq=first + i,
+            time=1_000 + i,
+            kind=kinds[i % len(kinds)],
+            reason=i % 3,
+            credential_id=bytes([i]) * (i % 17),
+            detail=i * 7,
+        )
         for i in range(count)
     )
 
 
 def _audit_batches() -> list[AuditBatch]:
     spans = [(LEDGER_NEXT_SEQ, 5), (1, 8), (1, 2), (LEDGER_NEXT_SEQ + 1, 1)]
-    return [AuditBatch(door_id=DOOR.door_id, events=_events(first, count)).signed(DOOR.identity)
-            for first, count in spans]
+    return [
+        AuditBatch(door_id=DOOR.door_id, events=_events(first, count)).signed(DOOR.identity)
+        for first, count in spans
+    ]
 
 
 def _session_messages() -> list[Message]:
-    hello = Hello(door_id=DOOR.door_id, list_version=1, list_age_s=60, battery_pct=88,
-                  audit_head_seq=9, key_epoch=0, lock_time=1_000_000, challenge=CHALLENGE,
-                  supported_versions=(1,))
-    auths = [Auth.create(credential=mc, phone_key=PHONE_KEY, door_id=DOOR.door_id,
-                         challenge=CHALLENGE, intent=intent)
-             for mc, intent in zip(MOBILE_CREDENTIALS, Intent, strict=True)]
-    results = [UnlockResult(door_id=DOOR.door_id, reason=reason, open_seconds=seconds, audit_seq=9)
-               for reason, seconds in [(Reason.GRANTED, 5), (Reason.REVOKED, 0)]]
-    errors = [ErrorMessage(code=ErrorCode.ROLLBACK, about_type=4, detail="version 1 < 3"),
-              ErrorMessage(code=ErrorCode.NONE)]
+    hello = Hello(
+        door_id=DOOR.door_id,
+        list_version=1,
+        list_age_s=60,
+        battery_pct=88,
+        audit_head_seq=9,
+        key_epoch=0,
+        lock_time=1_000_000,
+        challenge=CHALLENGE,
+        supported_versions=(1,),
+    )
+    auths = [
+        Auth.create(
+            credential=mc,
+            phone_key=PHONE_KEY,
+            door_id=DOOR.door_id,
+            challenge=CHALLENGE,
+            intent=intent,
+        )
+        for mc, intent in zip(MOBILE_CREDENTIALS, Intent, strict=True)
+    ]
+    results = [
+        UnlockResult(door_id=DOOR.door_id, reason=reason, open_seconds=seconds, audit_seq=9)
+        for reason, seconds in [(Reason.GRANTED, 5), (Reason.REVOKED, 0)]
+    ]
+    errors = [
+        ErrorMessage(code=ErrorCode.ROLLBACK, about_type=4, detail="version 1 < 3"),
+        ErrorMessage(code=ErrorCode.NONE),
+    ]
     return [hello, *auths, *results, *errors]
 
 
 def _cloud_messages() -> list[Message]:
-    rotations = [KeyRotation.create(current_key=WORLD.cloud_key_at(e - 1),
-                                    new_key=WORLD.cloud_key_at(e), new_epoch=e) for e in (1, 2)]
-    times = [TimeSync(door_id=DOOR.door_id, key_epoch=0, sequence=s, cloud_time=1_000_000 + s,
-                      challenge=fixed_bytes(f"ts {s}", 16)).signed(CLOUD_KEY) for s in (1, 2)]
+    rotations = [
+        KeyRotation.create(
+            current_key=WORLD.cloud_key_at(e - 1), new_key=WORLD.cloud_key_at(e), new_epoch=e
+        )
+        for e in (1, 2)
+    ]
+    times = [
+        TimeSync(
+            door_id=DOOR.door_id,
+            key_epoch=0,
+            sequence=s,
+            cloud_time=1_000_000 + s,
+            challenge=fixed_bytes(f"ts {s}", 16),
+        ).signed(CLOUD_KEY)
+        for s in (1, 2)
+    ]
     ack = AuditAck(door_id=DOOR.door_id, key_epoch=0, up_to_seq=9).signed(CLOUD_KEY)
     return [*rotations, *times, ack, *BUNDLES]
 
 
 def _lock_messages() -> list[Message]:
-    receipts: list[Message] = [make_receipt(DOOR.identity, held, requested_version=3)
-                               for held in LISTS]
+    receipts: list[Message] = [
+        make_receipt(DOOR.identity, held, requested_version=3) for held in LISTS
+    ]
     return [*receipts, *_audit_batches()]
 
 
@@ -217,8 +279,13 @@ def _records(segments: Sequence[bytes]) -> bytes:
 
 
 def _apply(payload: bytes) -> object:
-    return apply_bundle(CURRENT, payload, cloud_public=CLOUD_KEY.public_key(),
-                        door_private=DOOR.sealing, capacity=CAPACITY)
+    return apply_bundle(
+        CURRENT,
+        payload,
+        cloud_public=CLOUD_KEY.public_key(),
+        door_private=DOOR.sealing,
+        capacity=CAPACITY,
+    )
 
 
 def _apply_resigned(body: bytes) -> object:
@@ -226,8 +293,13 @@ def _apply_resigned(body: bytes) -> object:
 
 
 SEALED_HEADER = SealedBundle(
-    door_id=DOOR.door_id, key_epoch=0, base_version=1, target_version=3,
-    target_digest=LISTS[2].digest, ephemeral_public=bytes(32), ciphertext=bytes(16),
+    door_id=DOOR.door_id,
+    key_epoch=0,
+    base_version=1,
+    target_version=3,
+    target_digest=LISTS[2].digest,
+    ephemeral_public=bytes(32),
+    ciphertext=bytes(16),
 )
 
 
@@ -236,8 +308,11 @@ def _apply_sealed(plaintext: bytes) -> object:
     ephemeral = WORLD.ephemeral("fuzz sealed")
     aad = SEALED_HEADER.associated_data()
     eph_public, ciphertext = seal(DOOR.sealing.public_key(), plaintext, aad, ephemeral)
-    fields = {**SEALED_HEADER._to_container(), "ephemeral_public": eph_public,
-              "ciphertext": ciphertext}
+    fields = {
+        **SEALED_HEADER._to_container(),
+        "ephemeral_public": eph_public,
+        "ciphertext": ciphertext,
+    }
     return _apply(SealedBundle(**fields).signed(CLOUD_KEY).to_bytes())
 
 
@@ -252,8 +327,9 @@ def _verify_auth_resigned(body: bytes) -> object:
     """``body`` is a mobile credential body: the cloud signs it, the phone uses it."""
     signature = sign(CLOUD_KEY, SignContext.MOBILE_CREDENTIAL, body)
     credential = MobileCredential.from_bytes(body + signature)
-    auth = Auth.create(credential=credential, phone_key=PHONE_KEY, door_id=DOOR.door_id,
-                       challenge=CHALLENGE)
+    auth = Auth.create(
+        credential=credential, phone_key=PHONE_KEY, door_id=DOOR.door_id, challenge=CHALLENGE
+    )
     return _verify_auth(auth.to_bytes())
 
 
@@ -266,8 +342,9 @@ def _rotate_resigned(body: bytes) -> object:
 
 
 def _accept_audit(payload: bytes) -> object:
-    ledger = AuditLedger(door_id=DOOR.door_id, lock_key=DOOR.identity.public_key(),
-                         next_seq=LEDGER_NEXT_SEQ)
+    ledger = AuditLedger(
+        door_id=DOOR.door_id, lock_key=DOOR.identity.public_key(), next_seq=LEDGER_NEXT_SEQ
+    )
     try:
         return ledger.accept(payload)
     except ProtocolError:
@@ -374,8 +451,10 @@ CORPUS: dict[str, tuple[bytes, ...]] = {
     "apply_bundle/resigned": _bodies(SealedBundle),
     "apply_bundle/sealed": (encode_changes(DELTAS[1]), encode_changes(DELTAS[0])),
     "Segment.from_bytes": tuple(s for stream in _segment_streams() for s in stream),
-    "SegmentAck.from_bytes": tuple(SegmentAck(transfer_id=t, next_index=n).to_bytes()
-                                   for t, n in [(0, 0), (7, 3), (0xFFFF, 0xFFFF)]),
+    "SegmentAck.from_bytes": tuple(
+        SegmentAck(transfer_id=t, next_index=n).to_bytes()
+        for t, n in [(0, 0), (7, 3), (0xFFFF, 0xFFFF)]
+    ),
     "Reassembler.receive": tuple(stream[0] for stream in _segment_streams()),
     "Reassembler.receive/stream": tuple(_records(stream) for stream in _segment_streams()),
 }
@@ -394,8 +473,22 @@ WEIGHTS: dict[str, float] = {
 
 # --- mutations ----------------------------------------------------------------------------------
 
-INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
-               0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF)
+INTERESTING = (
+    0,
+    1,
+    2,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x10000,
+    0x7FFF_FFFF,
+    0x8000_0000,
+    0xFFFF_FFFF,
+)
 Mutator = Callable[[random.Random, bytes, Sequence[bytes]], bytes]
 
 
@@ -471,7 +564,14 @@ def _reframe(rng: random.Random, data: bytes, corpus: Sequence[bytes]) -> bytes:
 
 
 BYTE_MUTATORS: tuple[Mutator, ...] = (
-    _flip_bits, _replace_bytes, _truncate, _extend, _insert, _delete, _splice, _edit_int,
+    _flip_bits,
+    _replace_bytes,
+    _truncate,
+    _extend,
+    _insert,
+    _delete,
+    _splice,
+    _edit_int,
 )
 
 
@@ -526,7 +626,11 @@ def outcome(target: Target, data: bytes) -> str:
 
 
 def run_target(
-    name: str, count: int, seed: int, *, targets: Mapping[str, Target] = TARGETS,
+    name: str,
+    count: int,
+    seed: int,
+    *,
+    targets: Mapping[str, Target] = TARGETS,
     corpus: Mapping[str, Sequence[bytes]] = CORPUS,
 ) -> Counter[str]:
     """Feed ``count`` mutated inputs to one target; count the outcomes."""

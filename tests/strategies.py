@@ -51,6 +51,7 @@ from protocol import (
     Window,
 )
 from protocol.bundle import Change
+from protocol.credential_list import MAX_SCHEDULE_WINDOWS
 from protocol.crypto import ed25519_private_from_seed, public_bytes
 from simulators.fixture import World, fixed_bytes
 
@@ -121,9 +122,7 @@ def windows(draw: st.DrawFn) -> Window:
 
 
 @st.composite
-def credentials(
-    draw: st.DrawFn, max_windows: int = DEFAULT_LIMITS.max_schedule_windows
-) -> Credential:
+def credentials(draw: st.DrawFn, max_windows: int = MAX_SCHEDULE_WINDOWS) -> Credential:
     kind = draw(st.sampled_from(CredentialKind))
     valid_from, valid_until = draw(_ordered_pair())
     card_key = draw(st.binary(min_size=16, max_size=16)) if kind is CredentialKind.KEYCARD else b""

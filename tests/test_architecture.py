@@ -15,8 +15,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_PROTOCOL = {
-    "asyncio", "socket", "time", "random", "secrets", "os", "threading", "select",
-    "bleak", "bumble", "aiomqtt", "amqtt", "sqlite3", "datetime",
+    "asyncio",
+    "socket",
+    "time",
+    "random",
+    "secrets",
+    "os",
+    "threading",
+    "select",
+    "bleak",
+    "bumble",
+    "aiomqtt",
+    "amqtt",
+    "sqlite3",
+    "datetime",
 }
 OURS = {"protocol", "controller", "phone_bridge", "cloud", "simulators", "bench"}
 ALLOWED = {

@@ -119,7 +119,10 @@ def bundle_from(
     history: CredentialHistory, base: int, *, door: Door = DOOR_A, label: str = "b"
 ) -> SealedBundle:
     return history.bundle(
-        base, door_public=door.sealing.public_key(), cloud_key=WORLD.cloud_key, key_epoch=0,
+        base,
+        door_public=door.sealing.public_key(),
+        cloud_key=WORLD.cloud_key,
+        key_epoch=0,
         ephemeral=WORLD.ephemeral(label),
     )
 
@@ -267,9 +270,13 @@ def test_bundle_for_door_a_rejected_at_door_b() -> None:
     # The door id is also bound into the AEAD data: even a header rewritten to name
     # door B (as if the signature check were skipped) does not open at door A's key.
     readdressed = SealedBundle(
-        door_id=DOOR_B.door_id, key_epoch=bundle.key_epoch, base_version=bundle.base_version,
-        target_version=bundle.target_version, target_digest=bundle.target_digest,
-        ephemeral_public=bundle.ephemeral_public, ciphertext=bundle.ciphertext,
+        door_id=DOOR_B.door_id,
+        key_epoch=bundle.key_epoch,
+        base_version=bundle.base_version,
+        target_version=bundle.target_version,
+        target_digest=bundle.target_digest,
+        ephemeral_public=bundle.ephemeral_public,
+        ciphertext=bundle.ciphertext,
     )
     with pytest.raises(AuthenticationError):
         decrypt_changes(readdressed, door_private=DOOR_A.sealing)
@@ -298,10 +305,14 @@ def test_forged_receipt_rejected() -> None:
     genuine = make_receipt(DOOR_A.identity, held, requested_version=1)
     assert Receipt.verified_from_bytes(genuine.to_bytes(), lock_public) == genuine
     # The relay claims the door already holds version 5.
-    claim = Receipt(door_id=DOOR_A.door_id, requested_version=5, list_version=5,
-                    list_digest=held.digest)
-    for forged in (claim.signed(RELAY_KEY), Receipt(**{**vars(claim), "signature": bytes(64)}),
-                   Receipt(**{**vars(claim), "signature": genuine.signature})):
+    claim = Receipt(
+        door_id=DOOR_A.door_id, requested_version=5, list_version=5, list_digest=held.digest
+    )
+    for forged in (
+        claim.signed(RELAY_KEY),
+        Receipt(**{**vars(claim), "signature": bytes(64)}),
+        Receipt(**{**vars(claim), "signature": genuine.signature}),
+    ):
         with pytest.raises(AuthenticationError):
             Receipt.verified_from_bytes(forged.to_bytes(), lock_public)
     edited = bytearray(genuine.to_bytes())
@@ -316,8 +327,12 @@ def test_receipt_signed_by_other_lock_rejected() -> None:
     with pytest.raises(AuthenticationError):
         Receipt.verified_from_bytes(by_b.to_bytes(), DOOR_A.identity.public_key())
     # A signature for another purpose by the right lock does not pass as a receipt either.
-    misused = Receipt(**{**vars(by_b), "signature": sign(
-        DOOR_A.identity, SignContext.AUDIT_BATCH, by_b.body_bytes())})
+    misused = Receipt(
+        **{
+            **vars(by_b),
+            "signature": sign(DOOR_A.identity, SignContext.AUDIT_BATCH, by_b.body_bytes()),
+        }
+    )
     with pytest.raises(AuthenticationError):
         Receipt.verified_from_bytes(misused.to_bytes(), DOOR_A.identity.public_key())
 
@@ -326,9 +341,16 @@ def test_receipt_signed_by_other_lock_rejected() -> None:
 
 
 def events(first: int, count: int) -> tuple[AuditEvent, ...]:
-    return tuple(AuditEvent(seq=seq, time=NOW + seq, kind=AuditEventKind.CARD_DECISION,
-                       reason=Reason.REVOKED, credential_id=CARD_1.uid)
-            for seq in range(first, first + count))
+    return tuple(
+        AuditEvent(
+            seq=seq,
+            time=NOW + seq,
+            kind=AuditEventKind.CARD_DECISION,
+            reason=Reason.REVOKED,
+            credential_id=CARD_1.uid,
+        )
+        for seq in range(first, first + count)
+    )
 
 
 def batch_payload(first: int, count: int, *, door: Door = DOOR_A) -> bytes:
@@ -382,8 +404,12 @@ def test_audit_event_edited_rejected() -> None:
     assert edited[reason_of_event_2] == Reason.REVOKED
     edited[reason_of_event_2] = Reason.GRANTED
     for signature_key in (None, RELAY_KEY, DOOR_B.identity):
-        candidate = bytes(edited) if signature_key is None else bytes(edited[:-64]) + sign(
-            signature_key, SignContext.AUDIT_BATCH, bytes(edited[:-64]))
+        candidate = (
+            bytes(edited)
+            if signature_key is None
+            else bytes(edited[:-64])
+            + sign(signature_key, SignContext.AUDIT_BATCH, bytes(edited[:-64]))
+        )
         with pytest.raises(AuthenticationError):
             ledger.accept(candidate)
     assert ledger.accept(payload) == events(1, 3)
@@ -428,18 +454,29 @@ def test_partial_bundle_rejected() -> None:
             lock_apply(empty, short.signed(WORLD.cloud_key).to_bytes())
     # Correctly signed and sealed, but the change set omits one change.
     missing_one = seal_bundle(
-        [Upsert(keycard_entry(CARD_1))], door_id=DOOR_A.door_id,
-        door_public=DOOR_A.sealing.public_key(), base_version=0, target_version=1,
-        target_digest=history.current.digest, key_epoch=0, cloud_key=WORLD.cloud_key,
+        [Upsert(keycard_entry(CARD_1))],
+        door_id=DOOR_A.door_id,
+        door_public=DOOR_A.sealing.public_key(),
+        base_version=0,
+        target_version=1,
+        target_digest=history.current.digest,
+        key_epoch=0,
+        cloud_key=WORLD.cloud_key,
         ephemeral=WORLD.ephemeral("partial"),
     )
     with pytest.raises(DigestMismatchError):
         lock_apply(empty, missing_one.to_bytes())
     # All changes, but a signed target digest that does not match them.
     wrong_digest = seal_bundle(
-        history.delta(0), door_id=DOOR_A.door_id, door_public=DOOR_A.sealing.public_key(),
-        base_version=0, target_version=1, target_digest=bytes(32), key_epoch=0,
-        cloud_key=WORLD.cloud_key, ephemeral=WORLD.ephemeral("wrong digest"),
+        history.delta(0),
+        door_id=DOOR_A.door_id,
+        door_public=DOOR_A.sealing.public_key(),
+        base_version=0,
+        target_version=1,
+        target_digest=bytes(32),
+        key_epoch=0,
+        cloud_key=WORLD.cloud_key,
+        ephemeral=WORLD.ephemeral("wrong digest"),
     )
     with pytest.raises(DigestMismatchError):
         lock_apply(empty, wrong_digest.to_bytes())
@@ -465,14 +502,18 @@ def test_downgrade_version_byte_rejected(one_change: OneChange) -> None:
     assert all(context.value.startswith(tag) for context in SignContext)
     assert len({context.value for context in SignContext}) == len(SignContext)
     for other_version in (b"LK0 ", b"LK2 "):
-        context = other_version + SignContext.BUNDLE.value[len(tag):]
-        resigned = SealedBundle(**{**vars(bundle), "signature": WORLD.cloud_key.sign(
-            context + bundle.body_bytes())})
+        context = other_version + SignContext.BUNDLE.value[len(tag) :]
+        resigned = SealedBundle(
+            **{**vars(bundle), "signature": WORLD.cloud_key.sign(context + bundle.body_bytes())}
+        )
         with pytest.raises(AuthenticationError):
             lock_apply(held, resigned.to_bytes())
     # No plaintext fallback: a bundle payload carrying the plaintext changes is refused.
-    plaintext_payload = bundle.body_bytes()[:-len(bundle.ciphertext)] + encode_changes(
-        [Upsert(keycard_entry(CARD_2))]) + bundle.signature
+    plaintext_payload = (
+        bundle.body_bytes()[: -len(bundle.ciphertext)]
+        + encode_changes([Upsert(keycard_entry(CARD_2))])
+        + bundle.signature
+    )
     with pytest.raises(AuthenticationError):
         lock_apply(held, plaintext_payload)
 
@@ -487,7 +528,8 @@ def cloud_state() -> CloudKeyState:
 def rotation(new_epoch: int, *, signer: Ed25519PrivateKey | None = None) -> bytes:
     return KeyRotation.create(
         current_key=signer or WORLD.cloud_key_at(new_epoch - 1),
-        new_key=WORLD.cloud_key_at(new_epoch), new_epoch=new_epoch,
+        new_key=WORLD.cloud_key_at(new_epoch),
+        new_epoch=new_epoch,
     ).to_bytes()
 
 
@@ -544,16 +586,23 @@ def test_key_rotation_without_possession_proof_rejected() -> None:
 
 
 def test_time_sync_forged_rejected() -> None:
-    genuine = TimeSync(door_id=DOOR_A.door_id, key_epoch=0, sequence=7, cloud_time=NOW,
-                       challenge=CHALLENGE).signed(WORLD.cloud_key)
+    genuine = TimeSync(
+        door_id=DOOR_A.door_id, key_epoch=0, sequence=7, cloud_time=NOW, challenge=CHALLENGE
+    ).signed(WORLD.cloud_key)
     assert TimeSync.verified_from_bytes(genuine.to_bytes(), CLOUD_PUBLIC) == genuine
     claim = {**vars(genuine), "cloud_time": NOW - 30 * 86400}
     forgeries = (
         TimeSync(**claim).signed(RELAY_KEY),
         TimeSync(**claim).signed(DOOR_A.identity),
         TimeSync(**claim),  # the old signature on a new time
-        TimeSync(**{**claim, "signature": sign(WORLD.cloud_key, SignContext.RECEIPT,
-                                               TimeSync(**claim).body_bytes())}),
+        TimeSync(
+            **{
+                **claim,
+                "signature": sign(
+                    WORLD.cloud_key, SignContext.RECEIPT, TimeSync(**claim).body_bytes()
+                ),
+            }
+        ),
         TimeSync(**{**vars(genuine), "door_id": DOOR_B.door_id}),
         TimeSync(**{**vars(genuine), "challenge": LATER_CHALLENGE}),
         TimeSync(**{**vars(genuine), "sequence": 8}),
@@ -574,13 +623,19 @@ PHONE_KEY = Ed25519PrivateKey.from_private_bytes(fixed_bytes("phone 1 key"))
 
 
 def mobile_credential(
-    *, signer: Ed25519PrivateKey = WORLD.cloud_key, doors: tuple[Door, ...] = (DOOR_A,),
+    *,
+    signer: Ed25519PrivateKey = WORLD.cloud_key,
+    doors: tuple[Door, ...] = (DOOR_A,),
     **overrides: Any,
 ) -> MobileCredential:
     fields = {
-        "key_epoch": 0, "credential_id": fixed_bytes("mobile credential 1", 16),
-        "person_id": PERSON_ID, "phone_public_key": public_bytes(PHONE_KEY),
-        "valid_from": NOW, "valid_until": NOW + 7 * 86400, "scope_kind": ScopeKind.DOORS,
+        "key_epoch": 0,
+        "credential_id": fixed_bytes("mobile credential 1", 16),
+        "person_id": PERSON_ID,
+        "phone_public_key": public_bytes(PHONE_KEY),
+        "valid_from": NOW,
+        "valid_until": NOW + 7 * 86400,
+        "scope_kind": ScopeKind.DOORS,
         "scope_ids": tuple(d.door_id for d in doors),
     }
     return MobileCredential(**{**fields, **overrides}).signed(signer)
@@ -595,13 +650,25 @@ def lock_checks_auth(
     auth.credential.verify(CLOUD_PUBLIC)
     auth.verify(door_id=door.door_id, challenge=challenge)
     return auth.credential.is_valid_at(now) and auth.credential.opens(
-        door_id=door.door_id, property_id=PROPERTY_ID)
+        door_id=door.door_id, property_id=PROPERTY_ID
+    )
 
 
-def auth_frame(credential: MobileCredential, *, door: Door = DOOR_A, challenge: bytes = CHALLENGE,
-               intent: Intent = Intent.UNLOCK, phone_key: Ed25519PrivateKey = PHONE_KEY) -> bytes:
-    return Auth.create(credential=credential, phone_key=phone_key, door_id=door.door_id,
-                       challenge=challenge, intent=intent).to_frame()
+def auth_frame(
+    credential: MobileCredential,
+    *,
+    door: Door = DOOR_A,
+    challenge: bytes = CHALLENGE,
+    intent: Intent = Intent.UNLOCK,
+    phone_key: Ed25519PrivateKey = PHONE_KEY,
+) -> bytes:
+    return Auth.create(
+        credential=credential,
+        phone_key=phone_key,
+        door_id=door.door_id,
+        challenge=challenge,
+        intent=intent,
+    ).to_frame()
 
 
 def test_genuine_auth_accepted() -> None:
@@ -616,8 +683,9 @@ def test_mobile_credential_forged_rejected() -> None:
         mobile_credential(signer=WORLD.cloud_key_at(1)),  # right cloud, wrong epoch's key
         MobileCredential(**{**vars(genuine), "valid_until": NOW + 365 * 86400}),
         MobileCredential(**{**vars(genuine), "scope_ids": (DOOR_A.door_id, DOOR_B.door_id)}),
-        MobileCredential(**{**vars(genuine), "scope_kind": ScopeKind.PROPERTY,
-                            "scope_ids": (PROPERTY_ID,)}),
+        MobileCredential(
+            **{**vars(genuine), "scope_kind": ScopeKind.PROPERTY, "scope_ids": (PROPERTY_ID,)}
+        ),
         MobileCredential(**{**vars(genuine), "phone_public_key": public_bytes(RELAY_KEY)}),
     )
     for forged in forgeries:
@@ -683,16 +751,25 @@ def test_oversized_frame_rejected(one_change: OneChange) -> None:
     held, bundle = one_change
     huge = DEFAULT_LIMITS.max_frame_payload + 1
     header_only = MAGIC + bytes([PROTOCOL_VERSION, MessageType.BUNDLE]) + huge.to_bytes(4, "big")
-    for data in (header_only + bytes(4), with_fixed_crc(header_only + bytes(4)),
-                 MAGIC + bytes([PROTOCOL_VERSION, MessageType.BUNDLE]) + b"\xff" * 4 + bytes(4)):
+    for data in (
+        header_only + bytes(4),
+        with_fixed_crc(header_only + bytes(4)),
+        MAGIC + bytes([PROTOCOL_VERSION, MessageType.BUNDLE]) + b"\xff" * 4 + bytes(4),
+    ):
         with pytest.raises(TooLargeError):
             Frame.from_bytes(data)
     small = Limits(max_frame_payload=100)
     with pytest.raises(TooLargeError):
         Frame.from_bytes(bundle.to_frame(), limits=small)
     with pytest.raises(TooLargeError):
-        apply_bundle(held, bundle.to_bytes(), cloud_public=CLOUD_PUBLIC,
-                     door_private=DOOR_A.sealing, capacity=CAPACITY, limits=small)
+        apply_bundle(
+            held,
+            bundle.to_bytes(),
+            cloud_public=CLOUD_PUBLIC,
+            door_private=DOOR_A.sealing,
+            capacity=CAPACITY,
+            limits=small,
+        )
     # A length field that promises more than arrives is a typed error, not a wait or a crash.
     frame = bundle.to_frame()
     with pytest.raises((BadLengthError, TruncatedError)):
@@ -701,13 +778,19 @@ def test_oversized_frame_rejected(one_change: OneChange) -> None:
     fewer = Limits(max_list_entries=1)
     two = history_of(DOOR_A.door_id, [keycard_entry(CARD_1), keycard_entry(CARD_2)])
     with pytest.raises(TooLargeError):
-        apply_bundle(CredentialList.empty(DOOR_A.door_id), bundle_from(two, 0).to_bytes(),
-                     cloud_public=CLOUD_PUBLIC, door_private=DOOR_A.sealing, capacity=CAPACITY,
-                     limits=fewer)
+        apply_bundle(
+            CredentialList.empty(DOOR_A.door_id),
+            bundle_from(two, 0).to_bytes(),
+            cloud_public=CLOUD_PUBLIC,
+            door_private=DOOR_A.sealing,
+            capacity=CAPACITY,
+            limits=fewer,
+        )
     too_many = AuditBatch(door_id=DOOR_A.door_id, events=events(1, 3)).signed(DOOR_A.identity)
     with pytest.raises(TooLargeError):
-        AuditBatch.verified_from_bytes(too_many.to_bytes(), DOOR_A.identity.public_key(),
-                                       limits=Limits(max_audit_events=2))
+        AuditBatch.verified_from_bytes(
+            too_many.to_bytes(), DOOR_A.identity.public_key(), limits=Limits(max_audit_events=2)
+        )
     wide = mobile_credential(doors=(DOOR_A, DOOR_B))
     with pytest.raises(TooLargeError):
         MobileCredential.from_bytes(wide.to_bytes(), limits=Limits(max_scope_doors=1))
@@ -721,11 +804,21 @@ def test_malformed_changes_under_valid_seal_rejected() -> None:
     good = encode_changes([Upsert(keycard_entry(CARD_1)), Remove(CredentialKind.PERSON, PERSON_ID)])
     history = history_of(DOOR_A.door_id, [keycard_entry(CARD_1)])
     for plaintext in (good[:-1], good + b"\x00", b"\xff" * 4, b"", good[:4] + b"\x09" + good[5:]):
-        header = SealedBundle(door_id=DOOR_A.door_id, key_epoch=0, base_version=0, target_version=1,
-                              target_digest=history.current.digest,
-                              ephemeral_public=bytes(32), ciphertext=bytes(16))
-        eph, ciphertext = seal(DOOR_A.sealing.public_key(), plaintext, header.associated_data(),
-                               WORLD.ephemeral("hostile"))
+        header = SealedBundle(
+            door_id=DOOR_A.door_id,
+            key_epoch=0,
+            base_version=0,
+            target_version=1,
+            target_digest=history.current.digest,
+            ephemeral_public=bytes(32),
+            ciphertext=bytes(16),
+        )
+        eph, ciphertext = seal(
+            DOOR_A.sealing.public_key(),
+            plaintext,
+            header.associated_data(),
+            WORLD.ephemeral("hostile"),
+        )
         sealed = SealedBundle(**{**vars(header), "ephemeral_public": eph, "ciphertext": ciphertext})
         with pytest.raises(DecodeError):
             lock_apply(empty, sealed.signed(WORLD.cloud_key).to_bytes())
@@ -742,7 +835,8 @@ def test_card_uid_clone_rejected() -> None:
     def lock_accepts(uid: bytes, respond: Callable[[bytes], bytes], challenge: bytes) -> bool:
         found = held.lookup(CredentialKind.KEYCARD, uid)
         return found is not None and verify_card_response(
-            found.card_key, uid, challenge, respond(challenge))
+            found.card_key, uid, challenge, respond(challenge)
+        )
 
     assert lock_accepts(CARD_1.uid, CARD_1.respond, CHALLENGE)
     recorded = CARD_1.respond(CHALLENGE)
@@ -779,20 +873,34 @@ def test_hostile_bytes_never_escape_as_untyped_errors() -> None:
 def every_message_type(one_change: OneChange) -> list[Message]:
     _, bundle = one_change
     return [
-        Hello(door_id=DOOR_A.door_id, list_version=1, list_age_s=60, battery_pct=80,
-              audit_head_seq=3, key_epoch=0, lock_time=NOW, challenge=CHALLENGE,
-              supported_versions=(1,)),
-        Auth.create(credential=mobile_credential(), phone_key=PHONE_KEY, door_id=DOOR_A.door_id,
-                    challenge=CHALLENGE),
+        Hello(
+            door_id=DOOR_A.door_id,
+            list_version=1,
+            list_age_s=60,
+            battery_pct=80,
+            audit_head_seq=3,
+            key_epoch=0,
+            lock_time=NOW,
+            challenge=CHALLENGE,
+            supported_versions=(1,),
+        ),
+        Auth.create(
+            credential=mobile_credential(),
+            phone_key=PHONE_KEY,
+            door_id=DOOR_A.door_id,
+            challenge=CHALLENGE,
+        ),
         UnlockResult(door_id=DOOR_A.door_id, reason=Reason.GRANTED, open_seconds=5, audit_seq=4),
         bundle,
         make_receipt(DOOR_A.identity, one_change[0], requested_version=1),
         AuditBatch(door_id=DOOR_A.door_id, events=events(1, 2)).signed(DOOR_A.identity),
         AuditAck(door_id=DOOR_A.door_id, key_epoch=0, up_to_seq=2).signed(WORLD.cloud_key),
         TimeSync(door_id=DOOR_A.door_id, key_epoch=0, sequence=1, cloud_time=NOW).signed(
-            WORLD.cloud_key),
-        KeyRotation.create(current_key=WORLD.cloud_key_at(0), new_key=WORLD.cloud_key_at(1),
-                           new_epoch=1),
+            WORLD.cloud_key
+        ),
+        KeyRotation.create(
+            current_key=WORLD.cloud_key_at(0), new_key=WORLD.cloud_key_at(1), new_epoch=1
+        ),
         ErrorMessage(code=ErrorCode.ROLLBACK, about_type=MessageType.BUNDLE, detail="too old"),
     ]
 

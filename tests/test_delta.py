@@ -65,16 +65,24 @@ def entry(
 ) -> Credential:
     kind = CredentialKind(key[0])
     card_key = bytes([card_key_byte]) * 16 if kind is CredentialKind.KEYCARD else b""
-    return Credential(kind=kind, credential_id=key[1], status=status, valid_until=valid_until,
-                      schedule=schedule, card_key=card_key)
+    return Credential(
+        kind=kind,
+        credential_id=key[1],
+        status=status,
+        valid_until=valid_until,
+        schedule=schedule,
+        card_key=card_key,
+    )
 
 
-attributes = st.fixed_dictionaries({
-    "status": st.sampled_from(CredentialStatus),
-    "valid_until": st.sampled_from([FOREVER, 2_000_000_000]),
-    "schedule": st.sampled_from([(), (WORKDAYS,)]),
-    "card_key_byte": st.sampled_from([1, 2]),
-})
+attributes = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(CredentialStatus),
+        "valid_until": st.sampled_from([FOREVER, 2_000_000_000]),
+        "schedule": st.sampled_from([(), (WORKDAYS,)]),
+        "card_key_byte": st.sampled_from([1, 2]),
+    }
+)
 # One commit: the new state of each touched key (None = removed). The value sets are
 # small, so histories often change a credential and later change it back.
 commits = st.dictionaries(
@@ -87,19 +95,31 @@ Commit = dict[CredentialKey, Credential | None]
 def replay(commits_: list[Commit]) -> CredentialHistory:
     history = CredentialHistory(DOOR.door_id)
     for commit in commits_:
-        history.commit(upserts=[e for e in commit.values() if e is not None],
-                       removals=[k for k, e in commit.items() if e is None])
+        history.commit(
+            upserts=[e for e in commit.values() if e is not None],
+            removals=[k for k, e in commit.items() if e is None],
+        )
     return history
 
 
 def seal(history: CredentialHistory, base: int) -> SealedBundle:
-    return history.bundle(base, door_public=DOOR.sealing.public_key(), cloud_key=WORLD.cloud_key,
-                          key_epoch=0, ephemeral=WORLD.ephemeral(f"delta {base}"))
+    return history.bundle(
+        base,
+        door_public=DOOR.sealing.public_key(),
+        cloud_key=WORLD.cloud_key,
+        key_epoch=0,
+        ephemeral=WORLD.ephemeral(f"delta {base}"),
+    )
 
 
 def lock_apply(current: CredentialList, bundle: SealedBundle) -> ApplyOutcome:
-    return apply_bundle(current, bundle.to_bytes(), cloud_public=CLOUD_PUBLIC,
-                        door_private=DOOR.sealing, capacity=CAPACITY)
+    return apply_bundle(
+        current,
+        bundle.to_bytes(),
+        cloud_public=CLOUD_PUBLIC,
+        door_private=DOOR.sealing,
+        capacity=CAPACITY,
+    )
 
 
 def same_list(a: CredentialList, b: CredentialList) -> bool:
@@ -133,8 +153,9 @@ def test_bundle_from_any_base_takes_every_covered_version_to_target(history_: li
                 check_apply(held, bundle, target=lists[t], base=b, version=v)
 
 
-def check_apply(held: CredentialList, bundle: SealedBundle, *, target: CredentialList,
-                base: int, version: int) -> None:
+def check_apply(
+    held: CredentialList, bundle: SealedBundle, *, target: CredentialList, base: int, version: int
+) -> None:
     t = target.version
     if version < base:
         with pytest.raises(BaseVersionError) as caught:
@@ -175,11 +196,19 @@ def test_credential_that_changes_and_changes_back_is_carried_in_its_final_state(
 
 
 def test_compute_delta_carries_only_changes_after_base_in_key_order() -> None:
-    history = replay([{KEYS[3]: entry(KEYS[3])}, {KEYS[0]: entry(KEYS[0])},
-                      {KEYS[3]: None, KEYS[1]: entry(KEYS[1])}])
+    history = replay(
+        [
+            {KEYS[3]: entry(KEYS[3])},
+            {KEYS[0]: entry(KEYS[0])},
+            {KEYS[3]: None, KEYS[1]: entry(KEYS[1])},
+        ]
+    )
     assert history.delta(2) == (Upsert(entry(KEYS[1])), Remove(CredentialKind.PERSON, b"person-2"))
-    assert history.delta(1) == (Upsert(entry(KEYS[0])), Upsert(entry(KEYS[1])),
-                                Remove(CredentialKind.PERSON, b"person-2"))
+    assert history.delta(1) == (
+        Upsert(entry(KEYS[0])),
+        Upsert(entry(KEYS[1])),
+        Remove(CredentialKind.PERSON, b"person-2"),
+    )
     assert compute_delta(history.current, {}, 0) == ()
     for base in (3, 4):
         with pytest.raises(UsageError):
@@ -194,8 +223,10 @@ def test_reapply_is_a_noop_with_byte_identical_receipt() -> None:
     first = lock_apply(CredentialList.empty(DOOR.door_id), bundle)
     second = lock_apply(first.held, bundle)
     assert first.changed and not second.changed and second.held is first.held
-    assert (make_receipt(DOOR.identity, first.held, requested_version=1).to_bytes()
-            == make_receipt(DOOR.identity, second.held, requested_version=1).to_bytes())
+    assert (
+        make_receipt(DOOR.identity, first.held, requested_version=1).to_bytes()
+        == make_receipt(DOOR.identity, second.held, requested_version=1).to_bytes()
+    )
 
 
 def test_base_above_held_version_raises_base_version() -> None:
@@ -243,8 +274,12 @@ def test_decide_validity_window_edges() -> None:
 
 
 def test_decide_revoked_wins_over_everything() -> None:
-    c = person(status=CredentialStatus.REVOKED, valid_from=MONDAY, valid_until=MONDAY + DAY,
-               schedule=(WORKDAYS,))
+    c = person(
+        status=CredentialStatus.REVOKED,
+        valid_from=MONDAY,
+        valid_until=MONDAY + DAY,
+        schedule=(WORKDAYS,),
+    )
     for now in (MONDAY - 1, MONDAY + 9 * HOUR, MONDAY + DAY, MONDAY + 2 * HOUR):
         assert c.decide(now) is Reason.REVOKED
 
@@ -296,8 +331,12 @@ def test_decide_weekday_bits(weekday: int) -> None:
 
 
 def test_decide_any_window_of_several() -> None:
-    c = person(schedule=(Window(days=0b0000001, start_minute=0, end_minute=60),
-                         Window(days=0b0000010, start_minute=1380, end_minute=1440)))
+    c = person(
+        schedule=(
+            Window(days=0b0000001, start_minute=0, end_minute=60),
+            Window(days=0b0000010, start_minute=1380, end_minute=1440),
+        )
+    )
     assert c.decide(MONDAY + 30 * MINUTE) is Reason.GRANTED
     assert c.decide(MONDAY + DAY + 23 * HOUR) is Reason.GRANTED
     assert c.decide(MONDAY + 23 * HOUR) is Reason.OUTSIDE_SCHEDULE

@@ -196,8 +196,11 @@ def test_signed_message_with_flipped_signature_bit_is_rejected(
 
 
 @CRYPTO_EXAMPLES
-@given(door_id=st.binary(min_size=16, max_size=16), challenge=st.binary(min_size=16, max_size=16),
-       data=st.data())
+@given(
+    door_id=st.binary(min_size=16, max_size=16),
+    challenge=st.binary(min_size=16, max_size=16),
+    data=st.data(),
+)
 def test_signed_auth_verifies_after_frame_round_trip(
     door_id: bytes, challenge: bytes, data: st.DataObject
 ) -> None:
@@ -324,16 +327,22 @@ FRAME_ERRORS: list[tuple[str, bytes, Limits, type[DecodeError]]] = [
     ("unknown_type_0x00", hand_frame(0x00, b""), Limits(), UnknownMessageTypeError),
     ("over_limit", hand_frame(HELLO, bytes(9)), SMALL, TooLargeError),
     ("over_limit_before_length", hand_frame(HELLO, b"", length=9), SMALL, TooLargeError),
-    ("magic_before_version", hand_frame(HELLO, b"", magic=b"XX", version=9), Limits(),
-     BadMagicError),
+    (
+        "magic_before_version",
+        hand_frame(HELLO, b"", magic=b"XX", version=9),
+        Limits(),
+        BadMagicError,
+    ),
     ("checksum_before_type", hand_frame(0x7F, b"", crc_xor=1), Limits(), BadChecksumError),
 ]
 
 
-@pytest.mark.parametrize(("data", "limits", "error"), [c[1:] for c in FRAME_ERRORS],
-                         ids=[c[0] for c in FRAME_ERRORS])
-@pytest.mark.parametrize("decode", [Frame.from_bytes, decode_message],
-                         ids=["Frame.from_bytes", "decode_message"])
+@pytest.mark.parametrize(
+    ("data", "limits", "error"), [c[1:] for c in FRAME_ERRORS], ids=[c[0] for c in FRAME_ERRORS]
+)
+@pytest.mark.parametrize(
+    "decode", [Frame.from_bytes, decode_message], ids=["Frame.from_bytes", "decode_message"]
+)
 def test_bad_frame_raises_exact_error(
     decode: Callable[..., object], data: bytes, limits: Limits, error: type[DecodeError]
 ) -> None:

@@ -34,7 +34,9 @@ def h(text: str) -> bytes:
 
 
 def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "scripts" / "make_vectors.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_vectors", ROOT / "scripts" / "make_vectors.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -45,7 +47,9 @@ def test_vector_files_match_generator() -> None:
     generator = _generator()
     for name, content in generator.build_vectors().items():
         on_disk = (VECTORS / name).read_text()
-        assert on_disk == generator.render(content), f"{name} is stale: run python scripts/make_vectors.py"
+        assert on_disk == generator.render(content), (
+            f"{name} is stale: run python scripts/make_vectors.py"
+        )
 
 
 def test_frame_vector_layout_and_crc() -> None:
@@ -89,7 +93,9 @@ def test_bundle_vector_independently() -> None:
     shared = door.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
     assert shared.hex() == v["x25519_shared_secret"]
     salt = ephemeral_public + h(v["keys"]["door_x25519_public"])
-    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=salt, info=b"LK1 seal ChaCha20-Poly1305").derive(shared)
+    okm = HKDF(
+        algorithm=hashes.SHA256(), length=44, salt=salt, info=b"LK1 seal ChaCha20-Poly1305"
+    ).derive(shared)
     assert okm.hex() == v["aead_key"] + v["aead_nonce"]
     aad = b"LK1 bundle-aad\x00" + body[:60]
     assert aad.hex() == v["associated_data"]
@@ -113,7 +119,12 @@ def test_cloud_signed_message_vectors_independently() -> None:
     for message in v["messages"]:
         if message["name"] in SIGNED_CONTEXTS:
             payload = h(message["payload"])
-            verify(v["keys"]["cloud_ed25519_public"], SIGNED_CONTEXTS[message["name"]], payload[:-64], payload[-64:])
+            verify(
+                v["keys"]["cloud_ed25519_public"],
+                SIGNED_CONTEXTS[message["name"]],
+                payload[:-64],
+                payload[-64:],
+            )
 
 
 def test_credential_list_digest_independently() -> None:
@@ -137,7 +148,9 @@ def test_segmentation_vectors_independently() -> None:
         segments = [h(s) for s in case["segments"]]
         assert all(len(s) <= case["mtu"] - 3 for s in segments)
         for index, segment in enumerate(segments):
-            assert segment[:6] == (7).to_bytes(2, "big") + index.to_bytes(2, "big") + len(segments).to_bytes(2, "big")
+            assert segment[:6] == (7).to_bytes(2, "big") + index.to_bytes(2, "big") + len(
+                segments
+            ).to_bytes(2, "big")
         assert b"".join(s[6:] for s in segments).hex() == v["frame"]
 
 
