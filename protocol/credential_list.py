@@ -191,6 +191,8 @@ class CredentialList(Mapping[CredentialKey, Credential]):
     version: int
     _entries: dict[CredentialKey, Credential] = field(repr=False)
     _order: list[CredentialKey] = field(repr=False)
+    _blobs: list[bytes] = field(repr=False, compare=False)
+    """Entry encodings in key order, kept beside ``_order`` so a digest is one join."""
 
     @classmethod
     def build(
@@ -204,7 +206,8 @@ class CredentialList(Mapping[CredentialKey, Credential]):
             if entry.key in table:
                 raise UsageError(f"duplicate credential {entry.key!r}")
             table[entry.key] = entry
-        return cls(door_id, version, table, sorted(table))
+        order = sorted(table)
+        return cls(door_id, version, table, order, [table[k].encoded for k in order])
 
     @classmethod
     def empty(cls, door_id: bytes) -> CredentialList:
@@ -229,20 +232,25 @@ class CredentialList(Mapping[CredentialKey, Credential]):
     ) -> CredentialList:
         """A new list at ``version`` with entries replaced, added and removed."""
         check_uint("version", version, 32)
-        table, order = dict(self._entries), list(self._order)
+        table, order, blobs = dict(self._entries), list(self._order), list(self._blobs)
         for key in removals:
             if table.pop(key, None) is not None:
-                del order[bisect.bisect_left(order, key)]
+                at = bisect.bisect_left(order, key)
+                del order[at], blobs[at]
         for entry in upserts:
-            if entry.key not in table:
-                bisect.insort(order, entry.key)
+            at = bisect.bisect_left(order, entry.key)
+            if entry.key in table:
+                blobs[at] = entry.encoded
+            else:
+                order.insert(at, entry.key)
+                blobs.insert(at, entry.encoded)
             table[entry.key] = entry
-        return CredentialList(self.door_id, version, table, order)
+        return CredentialList(self.door_id, version, table, order, blobs)
 
     def to_bytes(self) -> bytes:
         """The canonical encoding (§5.2)."""
         head = _HEADER.build({"door_id": self.door_id, "version": self.version, "count": len(self)})
-        return bytes(head) + b"".join(self._entries[k].encoded for k in self._order)
+        return bytes(head) + b"".join(self._blobs)
 
     @cached_property
     def digest(self) -> bytes:
