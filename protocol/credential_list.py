@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -62,6 +63,8 @@ EntryFormat = Struct(
     "card_key" / If(this.kind == 1, Bytes(CARD_KEY_SIZE)),  # 1 = KEYCARD,
 )
 _ENTRY = EntryFormat.compile()
+_ENTRY_FIXED = struct.Struct(">BIIB")  # status, valid_from, valid_until, window count
+_WINDOW = struct.Struct(">BHH")
 _HEADER = Struct("door_id" / DoorId, "version" / U32, "count" / U32).compile()
 ListFormat = Struct(
     "door_id" / DoorId, "version" / U32, "entries" / PrefixedArray(U32, EntryFormat)
@@ -145,6 +148,34 @@ class Credential:
         }
 
     @classmethod
+    def from_encoded(cls, blob: bytes) -> Credential:
+        """Decode an entry this package encoded (fast path for stored entries).
+
+        For bytes from outside, parse a whole list or delta instead: those go
+        through the construct declaration and its bounds.
+        """
+        kind, size = blob[0], blob[1]
+        at = 2 + size
+        status, valid_from, valid_until, count = _ENTRY_FIXED.unpack_from(blob, at)
+        at += _ENTRY_FIXED.size
+        windows = tuple(
+            Window(days=d, start_minute=s, end_minute=e)
+            for d, s, e in _WINDOW.iter_unpack(blob[at : at + 5 * count])
+        )
+        at += 5 * count
+        entry = cls(
+            kind=CredentialKind(kind),
+            credential_id=blob[2 : 2 + size],
+            status=CredentialStatus(status),
+            valid_from=valid_from,
+            valid_until=valid_until,
+            schedule=windows,
+            card_key=blob[at : at + CARD_KEY_SIZE] if kind == CredentialKind.KEYCARD else b"",
+        )
+        entry.__dict__["encoded"] = blob
+        return entry
+
+    @classmethod
     def from_container(cls, c: Any) -> Credential:
         """Build from a parsed construct container (raises :class:`UsageError`)."""
         windows = tuple(
@@ -183,16 +214,25 @@ def _window_dict(w: Window) -> dict[str, int]:
     return {"days": w.days, "start_minute": w.start_minute, "end_minute": w.end_minute}
 
 
-@dataclass(frozen=True)
+def key_bytes(key: CredentialKey) -> bytes:
+    """``(kind, credential_id)`` as one byte string that sorts the same way."""
+    return bytes((key[0],)) + key[1]
+
+
+@dataclass(frozen=True, eq=False)
 class CredentialList(Mapping[CredentialKey, Credential]):
-    """An immutable credential list of one door at one version (§5)."""
+    """An immutable credential list of one door at one version (§5).
+
+    Entries are held as their canonical encodings (about 100 bytes of memory
+    per keycard) and decoded on access, so a lock with 10,000 credentials stays
+    small; keys are ``key_bytes`` strings, whose byte order is the key order.
+    """
 
     door_id: bytes
     version: int
-    _entries: dict[CredentialKey, Credential] = field(repr=False)
-    _order: list[CredentialKey] = field(repr=False)
-    _blobs: list[bytes] = field(repr=False, compare=False)
-    """Entry encodings in key order, kept beside ``_order`` so a digest is one join."""
+    _blobs: dict[bytes, bytes] = field(repr=False)
+    _order: list[bytes] = field(repr=False)
+    _sorted_blobs: list[bytes] = field(repr=False)
 
     @classmethod
     def build(
@@ -201,13 +241,14 @@ class CredentialList(Mapping[CredentialKey, Credential]):
         """Make a list; duplicate keys are a :class:`UsageError`."""
         check_bytes("door_id", door_id, size=DOOR_ID_SIZE)
         check_uint("version", version, 32)
-        table: dict[CredentialKey, Credential] = {}
+        blobs: dict[bytes, bytes] = {}
         for entry in entries:
-            if entry.key in table:
+            key = key_bytes(entry.key)
+            if key in blobs:
                 raise UsageError(f"duplicate credential {entry.key!r}")
-            table[entry.key] = entry
-        order = sorted(table)
-        return cls(door_id, version, table, order, [table[k].encoded for k in order])
+            blobs[key] = entry.encoded
+        order = sorted(blobs)
+        return cls(door_id, version, blobs, order, [blobs[k] for k in order])
 
     @classmethod
     def empty(cls, door_id: bytes) -> CredentialList:
@@ -215,42 +256,58 @@ class CredentialList(Mapping[CredentialKey, Credential]):
         return cls.build(door_id=door_id, version=0)
 
     def __getitem__(self, key: CredentialKey) -> Credential:
-        return self._entries[key]
+        return Credential.from_encoded(self._blobs[key_bytes(key)])
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and key_bytes(key) in self._blobs
 
     def __iter__(self) -> Iterator[CredentialKey]:
-        return iter(self._order)
+        return ((k[0], k[1:]) for k in self._order)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._blobs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CredentialList):
+            return NotImplemented
+        return (self.door_id, self.version, self._blobs) == (
+            other.door_id,
+            other.version,
+            other._blobs,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def lookup(self, kind: CredentialKind, credential_id: bytes) -> Credential | None:
-        """O(1) lookup of one entry."""
-        return self._entries.get((int(kind), credential_id))
+        """O(1) lookup of one entry, decoded."""
+        blob = self._blobs.get(bytes((kind,)) + credential_id)
+        return None if blob is None else Credential.from_encoded(blob)
 
     def with_changes(
         self, *, version: int, upserts: Iterable[Credential], removals: Iterable[CredentialKey]
     ) -> CredentialList:
         """A new list at ``version`` with entries replaced, added and removed."""
         check_uint("version", version, 32)
-        table, order, blobs = dict(self._entries), list(self._order), list(self._blobs)
-        for key in removals:
-            if table.pop(key, None) is not None:
+        blobs, order, ordered = dict(self._blobs), list(self._order), list(self._sorted_blobs)
+        for key in map(key_bytes, removals):
+            if blobs.pop(key, None) is not None:
                 at = bisect.bisect_left(order, key)
-                del order[at], blobs[at]
+                del order[at], ordered[at]
         for entry in upserts:
-            at = bisect.bisect_left(order, entry.key)
-            if entry.key in table:
-                blobs[at] = entry.encoded
+            key = key_bytes(entry.key)
+            at = bisect.bisect_left(order, key)
+            if key not in blobs:
+                order.insert(at, key)
+                ordered.insert(at, entry.encoded)
             else:
-                order.insert(at, entry.key)
-                blobs.insert(at, entry.encoded)
-            table[entry.key] = entry
-        return CredentialList(self.door_id, version, table, order, blobs)
+                ordered[at] = entry.encoded
+            blobs[key] = entry.encoded
+        return CredentialList(self.door_id, version, blobs, order, ordered)
 
     def to_bytes(self) -> bytes:
         """The canonical encoding (§5.2)."""
         head = _HEADER.build({"door_id": self.door_id, "version": self.version, "count": len(self)})
-        return bytes(head) + b"".join(self._blobs)
+        return bytes(head) + b"".join(self._sorted_blobs)
 
     @cached_property
     def digest(self) -> bytes:
