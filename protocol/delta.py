@@ -83,6 +83,8 @@ class ApplyOutcome:
     held: CredentialList
     changed: bool
     bundle: SealedBundle
+    changes: tuple[Change, ...] = ()
+    """The decrypted changes (empty for the idempotent no-op)."""
 
 
 def apply_bundle(
@@ -112,7 +114,7 @@ def apply_bundle(
     result = apply_changes(current, changes, version=bundle.target_version, capacity=capacity)
     if result.digest != bundle.target_digest:
         raise DigestMismatchError("the resulting list does not match the signed target digest")
-    return ApplyOutcome(held=result, changed=True, bundle=bundle)
+    return ApplyOutcome(held=result, changed=True, bundle=bundle, changes=changes)
 
 
 def _same_or_rollback(current: CredentialList, bundle: SealedBundle) -> ApplyOutcome:

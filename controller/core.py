@@ -1,0 +1,584 @@
+"""The lock controller core: the reference firmware as a sans-IO state machine.
+
+Theory of operation: :meth:`Controller.handle` takes one event and the lock's
+clock reading ``now`` (seconds, from an injected clock that may drift) and
+returns the actions to carry out, in order. Nothing here reads a clock, draws
+randomness (``random`` is injected), touches a radio or a file.
+
+Rules the core keeps (``docs/protocol.md`` §4.2.3, §6.2.2, §6.5-§6.7):
+
+* Every change of persistent state is a journal :class:`~controller.state.Record`;
+  the records of one event are flushed as one :class:`PersistTransaction` before
+  any action that depends on them (log before acting, commit before receipting).
+* A frame is verified before it changes anything; a frame that fails any check
+  is answered with an ERROR frame and changes nothing.
+* Access decisions check lockout, then authenticity (card response, signatures),
+  then authorisation (list entry, validity, schedule), and are all logged.
+* The lock clock is ``int(now) + clock_offset``; only a TIME_SYNC moves the
+  offset, by a bounded step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from protocol import (
+    SUPPORTED_VERSIONS,
+    AuditAck,
+    AuditBatch,
+    AuditEventKind,
+    Auth,
+    AuthenticationError,
+    BaseVersionError,
+    CapacityError,
+    CredentialKind,
+    ErrorCode,
+    ErrorMessage,
+    Hello,
+    Intent,
+    MessageType,
+    MobileCredential,
+    ProtocolError,
+    Reason,
+    ReceiptStatus,
+    SealedBundle,
+    TimeSync,
+    UnlockResult,
+    WrongDoorError,
+    apply_bundle,
+    make_receipt,
+)
+from protocol.cloud_messages import NO_CHALLENGE
+from protocol.doorcode import DOORCODE_DIGITS, check_doorcode
+from protocol.errors import DecodeError
+from protocol.frame import decode_frame
+from protocol.keycard import verify_card_response
+
+from .config import ControllerConfig
+from .events import (
+    MQTT,
+    AccessDecided,
+    Action,
+    CardAnswered,
+    CardChallenge,
+    CardTapped,
+    Channel,
+    Connected,
+    Disconnected,
+    Energise,
+    Event,
+    FrameReceived,
+    KeyPressed,
+    PersistSnapshot,
+    PersistTransaction,
+    Send,
+)
+from .guards import KeypadBuffer, Lockout
+from .identity import LockIdentity
+from .state import (
+    AuditAppended,
+    AuditLost,
+    AuditReleased,
+    BatteryUsed,
+    Booted,
+    ClockCorrected,
+    KeyRotated,
+    ListChanged,
+    LockState,
+    Record,
+    encode_transaction,
+)
+
+__all__ = ["Controller", "StaleError"]
+
+CHALLENGE_SIZE = 16
+U32_MAX = 0xFFFFFFFF
+
+
+class StaleError(ProtocolError):
+    """A TIME_SYNC that is not fresh: old sequence or an unknown challenge."""
+
+    code = ErrorCode.STALE
+
+
+@dataclass
+class _Session:
+    challenge: bytes | None
+    connected_at: float
+    authenticated: bool = False
+
+
+class Controller:
+    """One lock. Build with :meth:`provision` (first boot) or :meth:`boot` (from flash)."""
+
+    def __init__(
+        self, state: LockState, config: ControllerConfig, *, random: Callable[[int], bytes]
+    ) -> None:
+        self.state, self.config, self._random = state, config, random
+        self._identity_key = state.identity.identity_key()
+        self._sealing_key = state.identity.sealing_key()
+        self._lockout = Lockout(
+            failures=config.lockout_failures,
+            window=config.lockout_window_s,
+            duration=config.lockout_duration_s,
+        )
+        self._keypad = KeypadBuffer(length=DOORCODE_DIGITS, timeout=config.keypad_timeout_s)
+        self._sessions: dict[Channel, _Session] = {}
+        self._cards: dict[bytes, tuple[bytes, float]] = {}
+        self._issued: dict[bytes, float] = {}
+        self._records: list[Record] = []
+        self._actions: list[Action] = []
+        self._since_snapshot = 0
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def provision(
+        cls,
+        identity: LockIdentity,
+        cloud_public_key: bytes,
+        config: ControllerConfig,
+        *,
+        random: Callable[[int], bytes],
+        now: float,
+        wall_time: int,
+    ) -> tuple[Controller, list[Action]]:
+        """First boot of a freshly provisioned lock whose clock reads ``now`` at ``wall_time``."""
+        from protocol import CloudKeyState
+
+        state = LockState.provisioned(
+            identity,
+            CloudKeyState(epoch=0, public_key=cloud_public_key),
+            audit_capacity=config.audit_capacity,
+            clock_offset=wall_time - int(now),
+        )
+        state.list_changed_at = wall_time
+        controller = cls(state, config, random=random)
+        return controller, [PersistSnapshot(state.to_snapshot()), *controller.power_on(now)]
+
+    @classmethod
+    def boot(
+        cls,
+        snapshot: bytes,
+        transactions: Sequence[bytes],
+        config: ControllerConfig,
+        *,
+        random: Callable[[int], bytes],
+        now: float,
+    ) -> tuple[Controller, list[Action]]:
+        """Boot from flash: replay the snapshot and journal, then log the boot."""
+        state = LockState.replay(
+            snapshot, transactions, capacity=config.capacity, audit_capacity=config.audit_capacity
+        )
+        controller = cls(state, config, random=random)
+        controller._since_snapshot = len(transactions)
+        return controller, controller.power_on(now)
+
+    def power_on(self, now: float) -> list[Action]:
+        """Count the boot and log it."""
+        self._record(Booted(self.state.boot_count + 1))
+        self._log(now, AuditEventKind.BOOT, detail=self.state.boot_count)
+        return self._finish()
+
+    # --- observation --------------------------------------------------------------------
+
+    @property
+    def door_id(self) -> bytes:
+        return self.state.identity.door_id
+
+    def lock_time(self, now: float) -> int:
+        """The lock's wall clock (unix seconds) at clock reading ``now``."""
+        return max(0, min(U32_MAX, int(now) + self.state.clock_offset))
+
+    @property
+    def battery_pct(self) -> int:
+        used = self.state.battery_used_mah / self.config.battery.capacity_mah
+        return max(0, min(100, round(100 * (1 - used))))
+
+    def hello(self, challenge: bytes, now: float) -> Hello:
+        """The HELLO this lock sends with ``challenge``."""
+        lock_time = self.lock_time(now)
+        return Hello(
+            door_id=self.door_id,
+            list_version=self.state.held.version,
+            list_age_s=max(0, lock_time - self.state.list_changed_at),
+            battery_pct=self.battery_pct,
+            audit_head_seq=self.state.audit.head_seq,
+            key_epoch=self.state.cloud.epoch,
+            lock_time=lock_time,
+            challenge=challenge,
+            supported_versions=SUPPORTED_VERSIONS,
+        )
+
+    # --- the event loop -----------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Process one event at clock reading ``now``; return the actions, in order."""
+        self._expire(now)
+        if isinstance(event, FrameReceived):
+            self._on_frame(event.channel, event.data, now)
+        elif isinstance(event, CardTapped):
+            self._on_card_tapped(event.uid, now)
+        elif isinstance(event, CardAnswered):
+            self._on_card_answered(event.uid, event.response, now)
+        elif isinstance(event, KeyPressed):
+            self._on_key(event.key, now)
+        elif isinstance(event, Connected):
+            self._on_connected(event.channel, now)
+        elif isinstance(event, Disconnected):
+            self._on_disconnected(event.channel, now)
+        return self._finish()
+
+    def next_deadline(self) -> float | None:
+        """The earliest clock reading at which :meth:`handle_timeout` has work."""
+        deadlines = [
+            self._lockout.next_deadline(),
+            self._keypad.next_deadline(),
+            *(d for _, d in self._cards.values()),
+        ]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timeout(self, now: float) -> list[Action]:
+        """Expire timers due at ``now`` (keypad digits, card challenges, lockouts)."""
+        self._expire(now)
+        return self._finish()
+
+    def _expire(self, now: float) -> None:
+        self._lockout.expire(now)
+        self._keypad.expire(now)
+        self._cards = {u: c for u, c in self._cards.items() if c[1] > now}
+        self._issued = {c: t for c, t in self._issued.items() if t > now}
+
+    # --- plumbing: records before effects -----------------------------------------------
+
+    def _record(self, record: Record) -> None:
+        self.state.apply(record, capacity=self.config.capacity)
+        self._records.append(record)
+
+    def _emit(self, action: Action) -> None:
+        if self._records and isinstance(action, Send | Energise):
+            self._flush()
+        self._actions.append(action)
+
+    def _flush(self) -> None:
+        if self._records:
+            self._actions.append(PersistTransaction(encode_transaction(self._records)))
+            self._records = []
+            self._since_snapshot += 1
+
+    def _finish(self) -> list[Action]:
+        self._flush()
+        if self._since_snapshot >= self.config.snapshot_every:
+            self._actions.append(PersistSnapshot(self.state.to_snapshot()))
+            self._since_snapshot = 0
+        actions, self._actions = self._actions, []
+        return actions
+
+    def _log(
+        self,
+        now: float,
+        kind: AuditEventKind,
+        *,
+        reason: int = 0,
+        credential_id: bytes = b"",
+        detail: int = 0,
+    ) -> int:
+        """Append an audit event (reporting earlier losses first); return its seq or 0."""
+        time = self.lock_time(now)
+        self._report_lost(time)
+        return self._append_event(time, kind, reason, credential_id, detail)
+
+    def _report_lost(self, time: int) -> None:
+        lost = self.state.audit.take_lost()
+        if lost:
+            self._append_event(time, AuditEventKind.EVENTS_LOST, 0, b"", min(lost, U32_MAX))
+
+    def _append_event(
+        self, time: int, kind: AuditEventKind, reason: int, credential_id: bytes, detail: int
+    ) -> int:
+        event = self.state.audit.append(
+            time=time, kind=kind, reason=reason, credential_id=credential_id, detail=detail
+        )
+        if event is None:
+            self._records.append(AuditLost(self.state.audit.lost))
+            return 0
+        self._records.append(AuditAppended(event))
+        return event.seq
+
+    def _drain(self, mah: float) -> None:
+        self._record(BatteryUsed(self.state.battery_used_mah + mah))
+
+    def _send(self, channel: Channel, frame: bytes, *, retain: bool = False) -> None:
+        self._emit(Send(channel, frame, retain))
+
+    def _send_error(self, channel: Channel, error: ProtocolError, about: int) -> None:
+        detail = (
+            str(error).encode()[: self.config.limits.max_error_detail].decode("utf-8", "ignore")
+        )
+        message = ErrorMessage(code=error.code, about_type=about, detail=detail)
+        self._send(channel, message.to_frame())
+
+    # --- access decisions ---------------------------------------------------------------
+
+    def _decide(
+        self,
+        now: float,
+        method: str,
+        credential_id: bytes,
+        reason: Reason,
+        lockout_key: bytes | None,
+    ) -> int:
+        """Log a decision, update the lockout, report it; return the audit seq."""
+        kinds = {
+            "card": AuditEventKind.CARD_DECISION,
+            "phone": AuditEventKind.PHONE_DECISION,
+            "keypad": AuditEventKind.DOORCODE_DECISION,
+        }
+        seq = self._log(now, kinds[method], reason=reason, credential_id=credential_id[:16])
+        if lockout_key is not None and reason is not Reason.LOCKED_OUT:
+            if reason is Reason.GRANTED:
+                self._lockout.record_success(lockout_key)
+            else:
+                self._lockout.record_failure(lockout_key, now)
+        self._emit(AccessDecided(method, credential_id, reason, self.lock_time(now)))
+        return seq
+
+    def _open(self) -> None:
+        self._drain(self.config.battery.unlock_mah)
+        self._emit(Energise(self.config.unlock_seconds))
+
+    def _on_card_tapped(self, uid: bytes, now: float) -> None:
+        challenge = self._random(CHALLENGE_SIZE)
+        self._cards[uid] = (challenge, now + self.config.card_response_timeout_s)
+        self._emit(CardChallenge(uid, challenge))
+
+    def _on_card_answered(self, uid: bytes, response: bytes, now: float) -> None:
+        reason = self._card_reason(uid, response, now)
+        self._decide(now, "card", uid, reason, b"card:" + uid)
+        if reason is Reason.GRANTED:
+            self._open()
+
+    def _card_reason(self, uid: bytes, response: bytes, now: float) -> Reason:
+        pending = self._cards.pop(uid, None)
+        if self._lockout.is_locked(b"card:" + uid, now):
+            return Reason.LOCKED_OUT
+        if pending is None:
+            return Reason.BAD_CHALLENGE
+        entry = self.state.held.lookup(CredentialKind.KEYCARD, uid)
+        if entry is None:
+            return Reason.UNKNOWN_CREDENTIAL
+        if not verify_card_response(entry.card_key, uid, pending[0], response):
+            return Reason.BAD_SIGNATURE
+        return entry.decide(self.lock_time(now), utc_offset_minutes=self.config.utc_offset_minutes)
+
+    def _on_key(self, key: str, now: float) -> None:
+        if len(key) != 1 or key not in "0123456789":
+            return
+        code = self._keypad.press(key, now)
+        if code is None:
+            return
+        if self._lockout.is_locked(b"keypad", now):
+            reason = Reason.LOCKED_OUT
+        else:
+            match = check_doorcode(
+                code,
+                secret=self.state.identity.doorcode_secret,
+                door_id=self.door_id,
+                now=self.lock_time(now),
+                utc_offset_minutes=self.config.utc_offset_minutes,
+            )
+            reason = Reason.GRANTED if match else Reason.BAD_CODE
+        self._decide(now, "keypad", code[:3].encode(), reason, b"keypad")
+        if reason is Reason.GRANTED:
+            self._open()
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def _new_challenge(self, now: float) -> bytes:
+        challenge = self._random(CHALLENGE_SIZE)
+        self._issued[challenge] = now + self.config.challenge_lifetime_s
+        return challenge
+
+    def _on_connected(self, channel: Channel, now: float) -> None:
+        challenge = self._new_challenge(now)
+        self._sessions[channel] = _Session(challenge, now, authenticated=channel == MQTT)
+        self._send(channel, self.hello(challenge, now).to_frame(), retain=channel == MQTT)
+        if channel == MQTT:
+            self._send_audit(channel)
+
+    def _on_disconnected(self, channel: Channel, now: float) -> None:
+        session = self._sessions.pop(channel, None)
+        if session is not None and channel != MQTT:
+            self._drain(self.config.battery.radio_ma * max(0.0, now - session.connected_at) / 3600)
+
+    def _send_audit(self, channel: Channel) -> None:
+        events = self.state.audit.batch(self.config.audit_batch_events)
+        if events:
+            batch = AuditBatch(door_id=self.door_id, events=events).signed(self._identity_key)
+            self._send(channel, batch.to_frame())
+
+    # --- frames -------------------------------------------------------------------------
+
+    def _on_frame(self, channel: Channel, data: bytes, now: float) -> None:
+        about = data[3] if len(data) > 3 else 0
+        try:
+            _, message_type, payload = decode_frame(data, limits=self.config.limits)
+            handler = self._handlers().get(message_type)
+            if handler is None:
+                raise _NotAccepted(
+                    f"a lock does not accept {MessageType(message_type).name} frames"
+                )
+            handler(channel, payload, now)
+        except ProtocolError as error:
+            self._send_error(channel, error, about)
+
+    def _handlers(self) -> dict[int, Callable[[Channel, bytes, float], None]]:
+        return {
+            MessageType.AUTH: self._on_auth,
+            MessageType.BUNDLE: self._on_bundle,
+            MessageType.AUDIT_ACK: self._on_audit_ack,
+            MessageType.TIME_SYNC: self._on_time_sync,
+            MessageType.KEY_ROTATION: self._on_key_rotation,
+            MessageType.ERROR: _ignore,
+        }
+
+    def _on_auth(self, channel: Channel, payload: bytes, now: float) -> None:
+        session = self._sessions.get(channel)
+        if session is None or channel == MQTT:
+            raise _NotAccepted("AUTH is accepted only in a BLE session opened by HELLO")
+        auth = Auth.from_bytes(payload, limits=self.config.limits)
+        challenge, session.challenge = session.challenge, None
+        person = auth.credential.person_id
+        reason = self._phone_reason(auth, challenge, now)
+        seq = self._decide(now, "phone", person, reason, b"person:" + person)
+        opened = reason is Reason.GRANTED and auth.intent is Intent.UNLOCK
+        if opened:
+            self._drain(self.config.battery.unlock_mah)
+        seconds = self.config.unlock_seconds if opened else 0
+        result = UnlockResult(
+            door_id=self.door_id, reason=reason, open_seconds=seconds, audit_seq=seq
+        )
+        self._send(channel, result.to_frame())
+        if opened:
+            self._emit(Energise(seconds))
+        if reason is Reason.GRANTED:
+            session.authenticated = True
+            self._send_audit(channel)
+
+    def _phone_reason(self, auth: Auth, challenge: bytes | None, now: float) -> Reason:
+        """§4.2.3, in order: lockout, signatures, window, scope, list entry."""
+        if self._lockout.is_locked(b"person:" + auth.credential.person_id, now):
+            return Reason.LOCKED_OUT
+        try:
+            MobileCredential.verified_from_bytes(auth.credential.to_bytes(), self.state.cloud.key())
+            if challenge is None:
+                return Reason.BAD_CHALLENGE
+            auth.verify(door_id=self.door_id, challenge=challenge)
+        except AuthenticationError:
+            return Reason.BAD_SIGNATURE
+        return self._phone_authorisation(auth.credential, self.lock_time(now))
+
+    def _phone_authorisation(self, credential: MobileCredential, lock_time: int) -> Reason:
+        if not credential.is_valid_at(lock_time):
+            return Reason.CREDENTIAL_EXPIRED
+        if not credential.opens(door_id=self.door_id, property_id=self.state.identity.property_id):
+            return Reason.WRONG_DOOR
+        entry = self.state.held.lookup(CredentialKind.PERSON, credential.person_id)
+        if entry is None:
+            return Reason.UNKNOWN_CREDENTIAL
+        return entry.decide(lock_time, utc_offset_minutes=self.config.utc_offset_minutes)
+
+    def _on_bundle(self, channel: Channel, payload: bytes, now: float) -> None:
+        held = self.state.held
+        try:
+            outcome = apply_bundle(
+                held,
+                payload,
+                cloud_public=self.state.cloud.key(),
+                door_private=self._sealing_key,
+                capacity=self.config.capacity,
+                limits=self.config.limits,
+            )
+        except (CapacityError, BaseVersionError) as refusal:
+            self._refuse_bundle(channel, payload, refusal, now)
+            return
+        if outcome.changed:
+            self._record(
+                ListChanged(
+                    outcome.held.version, outcome.held.digest, self.lock_time(now), outcome.changes
+                )
+            )
+            self._log(now, AuditEventKind.BUNDLE_APPLIED, detail=outcome.held.version)
+        receipt = make_receipt(
+            self._identity_key, self.state.held, requested_version=outcome.bundle.target_version
+        )
+        self._send(channel, receipt.to_frame())
+        if self._sessions.get(channel, _Session(None, now)).authenticated:
+            self._send_audit(channel)
+
+    def _refuse_bundle(
+        self, channel: Channel, payload: bytes, refusal: ProtocolError, now: float
+    ) -> None:
+        """Steps 6 and 9 of §6.2.2: a signed receipt tells the cloud why."""
+        bundle = SealedBundle.from_bytes(payload, limits=self.config.limits)
+        status = (
+            ReceiptStatus.CAPACITY_EXCEEDED
+            if isinstance(refusal, CapacityError)
+            else ReceiptStatus.BASE_VERSION
+        )
+        detail = refusal.needed if isinstance(refusal, CapacityError) else bundle.base_version
+        self._log(now, AuditEventKind.BUNDLE_REFUSED, reason=refusal.code, detail=detail)
+        receipt = make_receipt(
+            self._identity_key,
+            self.state.held,
+            requested_version=bundle.target_version,
+            status=status,
+        )
+        self._send(channel, receipt.to_frame())
+
+    def _on_audit_ack(self, channel: Channel, payload: bytes, now: float) -> None:
+        ack = AuditAck.verified_from_bytes(
+            payload, self.state.cloud.key(), limits=self.config.limits
+        )
+        if ack.door_id != self.door_id:
+            raise WrongDoorError("audit ack is for another door")
+        if ack.up_to_seq >= self.state.audit.next_seq:
+            raise _NotAccepted(f"audit ack covers seq {ack.up_to_seq}, beyond the newest event")
+        self._record(AuditReleased(ack.up_to_seq))
+        self._report_lost(self.lock_time(now))
+        self._send_audit(channel)
+
+    def _on_time_sync(self, channel: Channel, payload: bytes, now: float) -> None:
+        sync = TimeSync.verified_from_bytes(
+            payload, self.state.cloud.key(), limits=self.config.limits
+        )
+        if sync.door_id != self.door_id:
+            raise WrongDoorError("time sync is for another door")
+        if sync.sequence <= self.state.time_sync_seq:
+            raise StaleError(
+                f"time sync sequence {sync.sequence} is not above {self.state.time_sync_seq}"
+            )
+        bound = sync.challenge != NO_CHALLENGE
+        if bound and self._issued.pop(sync.challenge, None) is None:
+            raise StaleError(
+                "time sync is bound to a challenge this lock did not issue or already used"
+            )
+        limit = self.config.max_bound_clock_step_s if bound else self.config.max_clock_step_s
+        step = max(-limit, min(limit, sync.cloud_time - self.lock_time(now)))
+        self._record(ClockCorrected(self.state.clock_offset + step, sync.sequence))
+        self._log(now, AuditEventKind.TIME_CORRECTED, detail=min(abs(step), U32_MAX))
+
+    def _on_key_rotation(self, channel: Channel, payload: bytes, now: float) -> None:
+        rotated = self.state.cloud.apply_rotation(payload)
+        if rotated != self.state.cloud:
+            self._record(KeyRotated(rotated.epoch, rotated.public_key))
+            self._log(now, AuditEventKind.KEY_ROTATED, detail=rotated.epoch)
+
+
+class _NotAccepted(DecodeError):
+    """A well-formed frame this lock does not accept here."""
+
+
+def _ignore(channel: Channel, payload: bytes, now: float) -> None:
+    """ERROR frames from a peer need no answer."""
