@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from protocol import (
     SUPPORTED_VERSIONS,
@@ -93,6 +94,11 @@ from .state import (
 __all__ = ["Controller", "StaleError"]
 
 CHALLENGE_SIZE = 16
+_DECISION_KINDS = {
+    "card": AuditEventKind.CARD_DECISION,
+    "phone": AuditEventKind.PHONE_DECISION,
+    "keypad": AuditEventKind.DOORCODE_DECISION,
+}
 U32_MAX = 0xFFFFFFFF
 
 
@@ -130,6 +136,7 @@ class Controller:
         self._records: list[Record] = []
         self._actions: list[Action] = []
         self._since_snapshot = 0
+        self._next_expiry = 0.0
 
     # --- construction -------------------------------------------------------------------
 
@@ -216,18 +223,10 @@ class Controller:
     def handle(self, event: Event, now: float) -> list[Action]:
         """Process one event at clock reading ``now``; return the actions, in order."""
         self._expire(now)
-        if isinstance(event, FrameReceived):
-            self._on_frame(event.channel, event.data, now)
-        elif isinstance(event, CardTapped):
-            self._on_card_tapped(event.uid, now)
-        elif isinstance(event, CardAnswered):
-            self._on_card_answered(event.uid, event.response, now)
-        elif isinstance(event, KeyPressed):
-            self._on_key(event.key, now)
-        elif isinstance(event, Connected):
-            self._on_connected(event.channel, now)
-        elif isinstance(event, Disconnected):
-            self._on_disconnected(event.channel, now)
+        handler = _EVENT_HANDLERS.get(type(event))
+        if handler is None:
+            raise TypeError(f"not a controller event: {event!r}")
+        handler(self, event, now)
         return self._finish()
 
     def next_deadline(self) -> float | None:
@@ -241,10 +240,16 @@ class Controller:
 
     def handle_timeout(self, now: float) -> list[Action]:
         """Expire timers due at ``now`` (keypad digits, card challenges, lockouts)."""
+        self._next_expiry = 0.0
         self._expire(now)
         return self._finish()
 
     def _expire(self, now: float) -> None:
+        """Forget what is over. Checks that matter re-test deadlines themselves;
+        this sweep only bounds memory, so it runs at most once per clock second."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + 1.0  # sweep at most once per second of lock time
         self._lockout.expire(now)
         self._keypad.expire(now)
         self._cards = {u: c for u, c in self._cards.items() if c[1] > now}
@@ -257,7 +262,7 @@ class Controller:
         self._records.append(record)
 
     def _emit(self, action: Action) -> None:
-        if self._records and isinstance(action, Send | Energise):
+        if self._records and type(action) in _EFFECTS:
             self._flush()
         self._actions.append(action)
 
@@ -330,12 +335,9 @@ class Controller:
         lockout_key: bytes | None,
     ) -> int:
         """Log a decision, update the lockout, report it; return the audit seq."""
-        kinds = {
-            "card": AuditEventKind.CARD_DECISION,
-            "phone": AuditEventKind.PHONE_DECISION,
-            "keypad": AuditEventKind.DOORCODE_DECISION,
-        }
-        seq = self._log(now, kinds[method], reason=reason, credential_id=credential_id[:16])
+        seq = self._log(
+            now, _DECISION_KINDS[method], reason=reason, credential_id=credential_id[:16]
+        )
         if lockout_key is not None and reason is not Reason.LOCKED_OUT:
             if reason is Reason.GRANTED:
                 self._lockout.record_success(lockout_key)
@@ -363,13 +365,13 @@ class Controller:
         pending = self._cards.pop(uid, None)
         if self._lockout.is_locked(b"card:" + uid, now):
             return Reason.LOCKED_OUT
-        if pending is None:
+        if pending is None or pending[1] <= now:
             return Reason.BAD_CHALLENGE
-        entry = self.state.held.lookup(CredentialKind.KEYCARD, uid)
+        entry = self.state.held.view(CredentialKind.KEYCARD, uid)
         if entry is None:
             return Reason.UNKNOWN_CREDENTIAL
         if not verify_card_response(entry.card_key, uid, pending[0], response):
-            return Reason.BAD_SIGNATURE
+            return Reason.BAD_CHALLENGE  # §7.3 step 4: a wrong answer is BAD_CHALLENGE (9)
         return entry.decide(self.lock_time(now), utc_offset_minutes=self.config.utc_offset_minutes)
 
     def _on_key(self, key: str, now: float) -> None:
@@ -484,7 +486,7 @@ class Controller:
             return Reason.CREDENTIAL_EXPIRED
         if not credential.opens(door_id=self.door_id, property_id=self.state.identity.property_id):
             return Reason.WRONG_DOOR
-        entry = self.state.held.lookup(CredentialKind.PERSON, credential.person_id)
+        entry = self.state.held.view(CredentialKind.PERSON, credential.person_id)
         if entry is None:
             return Reason.UNKNOWN_CREDENTIAL
         return entry.decide(lock_time, utc_offset_minutes=self.config.utc_offset_minutes)
@@ -560,7 +562,7 @@ class Controller:
                 f"time sync sequence {sync.sequence} is not above {self.state.time_sync_seq}"
             )
         bound = sync.challenge != NO_CHALLENGE
-        if bound and self._issued.pop(sync.challenge, None) is None:
+        if bound and self._issued.pop(sync.challenge, 0.0) <= now:
             raise StaleError(
                 "time sync is bound to a challenge this lock did not issue or already used"
             )
@@ -574,6 +576,18 @@ class Controller:
         if rotated != self.state.cloud:
             self._record(KeyRotated(rotated.epoch, rotated.public_key))
             self._log(now, AuditEventKind.KEY_ROTATED, detail=rotated.epoch)
+
+
+_EVENT_HANDLERS: dict[type, Callable[[Controller, Any, float], None]] = {
+    FrameReceived: lambda c, e, now: c._on_frame(e.channel, e.data, now),
+    CardTapped: lambda c, e, now: c._on_card_tapped(e.uid, now),
+    CardAnswered: lambda c, e, now: c._on_card_answered(e.uid, e.response, now),
+    KeyPressed: lambda c, e, now: c._on_key(e.key, now),
+    Connected: lambda c, e, now: c._on_connected(e.channel, now),
+    Disconnected: lambda c, e, now: c._on_disconnected(e.channel, now),
+}
+_EFFECTS = frozenset({Send, Energise})
+"""Actions with effects outside the lock: pending records are flushed before them."""
 
 
 class _NotAccepted(DecodeError):

@@ -95,17 +95,17 @@ class FrameReceived:
 Event = CardTapped | CardAnswered | KeyPressed | Connected | Disconnected | FrameReceived
 
 
-# --- actions --------------------------------------------------------------------------
+# --- actions: slotted, not frozen (built on the hot path); treat them as immutable ---
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Energise:
     """Release the door for ``seconds``."""
 
     seconds: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Send:
     """Send one frame on ``channel`` (MQTT: publish on the topic of its message type)."""
 
@@ -114,7 +114,7 @@ class Send:
     retain: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CardChallenge:
     """Ask the card in the field to answer ``challenge``."""
 
@@ -122,21 +122,21 @@ class CardChallenge:
     challenge: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PersistTransaction:
     """Append this journal transaction to flash, before any later action."""
 
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PersistSnapshot:
     """Write this snapshot (compaction), before any later action."""
 
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AccessDecided:
     """Informational: an access decision was made (also in the audit log)."""
 

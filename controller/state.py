@@ -15,7 +15,8 @@ Both encodings are declared with ``construct`` and bounded by the decoders of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,7 @@ class ListChanged:
     changes: tuple[Change, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AuditAppended:
     event: AuditEvent
 
@@ -108,7 +109,7 @@ class Booted:
     boot_count: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BatteryUsed:
     mah: float
 
@@ -201,10 +202,30 @@ def _record_body(record: Record) -> dict[str, Any]:
     return dict(record.__dict__)
 
 
-def encode_transaction(records: Iterable[Record]) -> bytes:
-    """One journal transaction holding ``records``."""
-    items = [{"tag": _TAGS[type(r)], "body": _record_body(r)} for r in records]
-    return bytes(TransactionFormat.build({"records": items}))
+def encode_transaction(records: Sequence[Record]) -> bytes:
+    """One journal transaction holding ``records``.
+
+    Audit and battery records (the card-check hot path) are packed with
+    ``struct``; a test checks that this matches the construct declaration.
+    """
+    parts = [b"LKT1", len(records).to_bytes(4, "big")]
+    parts += [_encode_record(r) for r in records]
+    return b"".join(parts)
+
+
+_EVENT_HEAD = struct.Struct(">BIIBBB")  # tag, seq, time, kind, reason, id length
+_BATTERY = struct.Struct(">Bd")
+_RECORD_ONE = RecordFormat.compile()
+
+
+def _encode_record(record: Record) -> bytes:
+    if isinstance(record, AuditAppended):
+        e = record.event
+        head = _EVENT_HEAD.pack(2, e.seq, e.time, e.kind, e.reason, len(e.credential_id))
+        return head + e.credential_id + e.detail.to_bytes(4, "big")
+    if isinstance(record, BatteryUsed):
+        return _BATTERY.pack(7, record.mah)
+    return bytes(_RECORD_ONE.build({"tag": _TAGS[type(record)], "body": _record_body(record)}))
 
 
 def decode_transaction(data: bytes) -> tuple[Record, ...]:

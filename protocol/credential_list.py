@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from construct import Bytes, If, PrefixedArray, Struct, this
 
@@ -39,6 +39,9 @@ __all__ = [
     "Credential",
     "CredentialKey",
     "CredentialList",
+    "EntryView",
+    "decide",
+    "view_entry",
     "Window",
 ]
 
@@ -194,20 +197,74 @@ class Credential:
 
     def decide(self, now: int, *, utc_offset_minutes: int = 0) -> Reason:
         """The access decision for this entry at lock time ``now`` (§5.3)."""
-        if self.status is CredentialStatus.REVOKED:
-            return Reason.REVOKED
-        if now < self.valid_from:
-            return Reason.NOT_YET_VALID
-        if now >= self.valid_until:
-            return Reason.EXPIRED
-        if self.schedule and not self._in_schedule(now + utc_offset_minutes * 60):
-            return Reason.OUTSIDE_SCHEDULE
-        return Reason.GRANTED
+        windows = tuple((w.days, w.start_minute, w.end_minute) for w in self.schedule)
+        return decide(
+            self.status, self.valid_from, self.valid_until, windows, now, utc_offset_minutes
+        )
 
-    def _in_schedule(self, local: int) -> bool:
-        weekday = (local // 86400 + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
-        minute = local % 86400 // 60
-        return any(w.contains(weekday, minute) for w in self.schedule)
+
+def decide(
+    status: int,
+    valid_from: int,
+    valid_until: int,
+    schedule: tuple[tuple[int, int, int], ...],
+    now: int,
+    utc_offset_minutes: int,
+) -> Reason:
+    """§5.3, in order: revoked, not yet valid, expired, outside every schedule window."""
+    if status == CredentialStatus.REVOKED:
+        return Reason.REVOKED
+    if now < valid_from:
+        return Reason.NOT_YET_VALID
+    if now >= valid_until:
+        return Reason.EXPIRED
+    if schedule and not _in_schedule(schedule, now + utc_offset_minutes * 60):
+        return Reason.OUTSIDE_SCHEDULE
+    return Reason.GRANTED
+
+
+def _in_schedule(schedule: tuple[tuple[int, int, int], ...], local: int) -> bool:
+    weekday = (local // 86400 + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
+    minute = local % 86400 // 60
+    return any(days >> weekday & 1 and start <= minute < end for days, start, end in schedule)
+
+
+class EntryView(NamedTuple):
+    """A stored entry's fields, read without validation (the hot path of a card check)."""
+
+    kind: int
+    credential_id: bytes
+    status: int
+    valid_from: int
+    valid_until: int
+    schedule: tuple[tuple[int, int, int], ...]
+    card_key: bytes
+
+    def decide(self, now: int, *, utc_offset_minutes: int = 0) -> Reason:
+        """The access decision for this entry at lock time ``now`` (§5.3)."""
+        return decide(
+            self.status, self.valid_from, self.valid_until, self.schedule, now, utc_offset_minutes
+        )
+
+
+def view_entry(blob: bytes) -> EntryView:
+    """Read a canonical entry encoding this package produced (no checks)."""
+    kind, size = blob[0], blob[1]
+    at = 2 + size
+    status, valid_from, valid_until, count = _ENTRY_FIXED.unpack_from(blob, at)
+    at += _ENTRY_FIXED.size
+    schedule = tuple(_WINDOW.iter_unpack(blob[at : at + 5 * count]))
+    at += 5 * count
+    card_key = blob[at : at + CARD_KEY_SIZE] if kind == CredentialKind.KEYCARD else b""
+    return EntryView(
+        kind,
+        blob[2 : at - 5 * count - _ENTRY_FIXED.size],
+        status,
+        valid_from,
+        valid_until,
+        schedule,
+        card_key,
+    )
 
 
 def _window_dict(w: Window) -> dict[str, int]:
@@ -277,6 +334,11 @@ class CredentialList(Mapping[CredentialKey, Credential]):
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+    def view(self, kind: CredentialKind, credential_id: bytes) -> EntryView | None:
+        """O(1) lookup of one entry as a light, read-only view (no validation)."""
+        blob = self._blobs.get(bytes((kind,)) + credential_id)
+        return None if blob is None else view_entry(blob)
 
     def lookup(self, kind: CredentialKind, credential_id: bytes) -> Credential | None:
         """O(1) lookup of one entry, decoded."""
