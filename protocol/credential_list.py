@@ -40,9 +40,9 @@ __all__ = [
     "CredentialKey",
     "CredentialList",
     "EntryView",
+    "Window",
     "decide",
     "view_entry",
-    "Window",
 ]
 
 
