@@ -15,6 +15,7 @@ Both encodings are declared with ``construct`` and bounded by the decoders of
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,13 @@ __all__ = [
 
 class CorruptStateError(Exception):
     """The flash holds a snapshot or transaction this firmware cannot accept."""
+
+
+def _battery(mah: float) -> float:
+    """A battery reading from flash; NaN, infinite or negative is corruption (ValueError)."""
+    if not math.isfinite(mah) or mah < 0:
+        raise ValueError(f"impossible battery use {mah!r} mAh")
+    return mah
 
 
 @dataclass(frozen=True)
@@ -328,7 +336,7 @@ class LockState:
         elif isinstance(record, Booted):
             self.boot_count = record.boot_count
         elif isinstance(record, BatteryUsed):
-            self.battery_used_mah = record.mah
+            self.battery_used_mah = _battery(record.mah)
 
     def to_snapshot(self) -> bytes:
         """The whole state as one snapshot blob."""
@@ -401,7 +409,7 @@ class LockState:
             clock_offset=s.clock_offset,
             time_sync_seq=s.time_sync_seq,
             boot_count=s.boot_count,
-            battery_used_mah=s.battery_used_mah,
+            battery_used_mah=_battery(s.battery_used_mah),
         )
 
     @classmethod
