@@ -18,6 +18,8 @@ from protocol import AuditEvent, AuditEventKind
 
 __all__ = ["AuditLog"]
 
+_U32 = 0xFFFFFFFF
+
 
 class AuditLog:
     """Bounded, gapless audit ring (sans-IO; persistence is the caller's job)."""
@@ -59,15 +61,12 @@ class AuditLog:
         if len(self._events) >= self.capacity:
             self.lost += 1
             return None
-        event = AuditEvent(
-            seq=self.next_seq,
-            time=time,
-            kind=kind,
-            reason=reason,
-            credential_id=credential_id,
-            detail=detail,
-        )
-        self.restore(event)
+        in_range = 0 <= time <= _U32 and 0 <= reason <= 0xFF and 0 <= detail <= _U32
+        if not (in_range and len(credential_id) <= 16 and self.next_seq <= _U32):
+            raise ValueError(f"audit event out of range: {kind!r} {time} {reason} {detail}")
+        event = AuditEvent.unchecked(self.next_seq, time, kind, reason, credential_id, detail)
+        self._events.append(event)
+        self.next_seq += 1
         return event
 
     def restore(self, event: AuditEvent) -> None:

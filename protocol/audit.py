@@ -52,6 +52,30 @@ class AuditEvent:
         check_bytes("credential_id", self.credential_id, max_size=16)
         check_uint("detail", self.detail, 32)
 
+    @classmethod
+    def unchecked(
+        cls,
+        seq: int,
+        time: int,
+        kind: AuditEventKind,
+        reason: int,
+        credential_id: bytes,
+        detail: int,
+    ) -> AuditEvent:
+        """Build without validation, for a logger whose values are in range by construction
+        (the lock's own hot path). Bytes from outside always go through the constructor."""
+        event = object.__new__(cls)
+        for name, value in (
+            ("seq", seq),
+            ("time", time),
+            ("kind", kind),
+            ("reason", reason),
+            ("credential_id", credential_id),
+            ("detail", detail),
+        ):
+            object.__setattr__(event, name, value)
+        return event
+
 
 @register
 @dataclass(frozen=True, kw_only=True)

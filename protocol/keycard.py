@@ -59,8 +59,11 @@ _RESPONSE_LABEL = b"LK1-CARD"
 _KEY_INFO_LABEL = b"LK1-CARD-KEY"
 
 
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+
+
 def _is_bytes(value: object) -> bool:
-    return isinstance(value, bytes | bytearray | memoryview)
+    return isinstance(value, _BYTES_TYPES)
 
 
 def _check_uid(uid: bytes) -> None:
@@ -81,7 +84,7 @@ def _check_challenge(challenge: bytes) -> None:
 def _cmac(key: bytes, uid: bytes, challenge: bytes) -> bytes:
     """Compute the tag over the labelled, length-prefixed uid and the challenge."""
     mac = CMAC(algorithms.AES(bytes(key)))
-    mac.update(_RESPONSE_LABEL + bytes([len(uid)]) + bytes(uid) + bytes(challenge))
+    mac.update(b"".join((_RESPONSE_LABEL, len(uid).to_bytes(1, "big"), uid, challenge)))
     return mac.finalize()
 
 
