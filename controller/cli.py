@@ -203,17 +203,60 @@ async def _serve(args: argparse.Namespace, config: ControllerConfig) -> int:
         open_flash(args.flash), config=config, clock=lambda: loop.time() + skew
     )
     door_id = runtime.controller.door_id.hex()
+    energise = _announce_energise(door_id)
     if args.mqtt:
-        from .mqtt_door import MqttDoor
+        return await _serve_mqtt(runtime, args.mqtt, door_id, energise)
+    return await _serve_ble(runtime, args.ble, door_id, energise)
 
-        print(f"door {door_id}: online door on {args.mqtt}", flush=True)
-        await MqttDoor.from_url(runtime, args.mqtt).run()
-    else:
-        from .ble_door import BleDoor
 
-        print(f"door {door_id}: offline BLE door on transport {args.ble}", flush=True)
-        await BleDoor.serve_transport(runtime, args.ble)
+def _announce_energise(door_id: str) -> Callable[[int], None]:
+    def energise(seconds: int) -> None:
+        print(f"door {door_id}: unlocked for {seconds} s", flush=True)
+
+    return energise
+
+
+async def _serve_mqtt(
+    runtime: LockRuntime, url: str, door_id: str, energise: Callable[[int], None]
+) -> int:
+    from .broker import parse_mqtt_url
+    from .mqtt_door import MqttDoor
+
+    try:
+        host, port = parse_mqtt_url(url)
+    except ValueError as exc:
+        raise CliError(f"--mqtt {url!r}: {exc}") from None
+    door = MqttDoor(runtime, host=host, port=port, on_energise=energise)
+    print(
+        f"door {door_id}: online door on {url} (list v{runtime.controller.state.held.version})",
+        flush=True,
+    )
+    try:
+        await door.run()
+    finally:
+        await door.stop(announce_offline=True)
     return 0
+
+
+async def _serve_ble(
+    runtime: LockRuntime, transport: str, door_id: str, energise: Callable[[int], None]
+) -> int:
+    from .ble_door import BleDoor
+
+    try:
+        door = await BleDoor.open(runtime, transport, on_energise=energise)
+    except Exception as exc:  # bumble raises many kinds for a bad transport string
+        raise CliError(f"--ble {transport!r}: cannot open the transport: {exc}") from None
+    await door.start()
+    print(f"door {door_id}: offline BLE door advertising on {transport}", flush=True)
+    try:
+        while True:
+            deadline = runtime.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, deadline - runtime.clock())
+            await asyncio.sleep(min(delay, 1.0))
+            runtime.handle_timeout()
+    finally:
+        await door.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

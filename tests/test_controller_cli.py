@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
+from controller.broker import BrokerChoice
 from controller.cli import main
+from protocol import Hello, decode_message
+from protocol.transport import door_topic
 
 CLOUD_KEY = "ab" * 32
 
@@ -100,3 +105,50 @@ def test_console_script_entry_point(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 1 and "empty flash image" in result.stderr
+
+
+async def test_run_mqtt_serves_the_image(tmp_path: Path, mqtt_broker: BrokerChoice) -> None:
+    """``run --mqtt`` boots the image and announces it: status online, HELLO retained."""
+    flash = tmp_path / "lock"
+    assert main(["provision", "--flash", str(flash), "--cloud-key", CLOUD_KEY]) == 0
+    door_id = _door_id_of(flash)
+    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as client:
+        await client.subscribe(door_topic(bytes.fromhex(door_id), "hello"), qos=1)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "run",
+            "--flash",
+            str(flash),
+            "--mqtt",
+            mqtt_broker.url,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(20):
+                message = await anext(aiter(client.messages))
+            hello = decode_message(bytes(message.payload))  # type: ignore[arg-type]
+            assert isinstance(hello, Hello) and hello.door_id.hex() == door_id
+        finally:
+            process.terminate()
+            await process.wait()
+        await client.publish(door_topic(bytes.fromhex(door_id), "hello"), b"", retain=True)
+        await client.publish(door_topic(bytes.fromhex(door_id), "status"), b"", retain=True)
+
+
+def test_run_ble_with_a_bad_transport(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flash = tmp_path / "lock"
+    assert main(["provision", "--flash", str(flash), "--cloud-key", CLOUD_KEY]) == 0
+    capsys.readouterr()
+    status, _, err = run(capsys, "run", "--flash", str(flash), "--ble", "no-such-transport:7")
+    assert status == 1 and err.count("\n") == 1 and "cannot open the transport" in err
+
+
+def _door_id_of(flash: Path) -> str:
+    from controller.state import LockState
+    from controller.storage import open_flash
+
+    loaded = open_flash(flash).load()
+    assert loaded.snapshot is not None
+    return LockState.from_snapshot(loaded.snapshot, audit_capacity=10).identity.door_id.hex()
