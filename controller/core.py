@@ -184,7 +184,7 @@ class Controller:
 
     def power_on(self, now: float) -> list[Action]:
         """Count the boot and log it."""
-        self._record(Booted(self.state.boot_count + 1))
+        self._record(Booted(min(self.state.boot_count + 1, U32_MAX)))  # saturates, never wraps
         self._log(now, AuditEventKind.BOOT, detail=self.state.boot_count)
         return self._finish()
 
@@ -423,9 +423,10 @@ class Controller:
     # --- frames -------------------------------------------------------------------------
 
     def _on_frame(self, channel: Channel, data: bytes, now: float) -> None:
-        about = data[3] if len(data) > 3 else 0
+        about = 0  # §4.4: the type of the refused frame, 0 if it did not decode
         try:
             _, message_type, payload = decode_frame(data, limits=self.config.limits)
+            about = message_type
             handler = self._handlers().get(message_type)
             if handler is None:
                 raise _NotAccepted(

@@ -59,6 +59,7 @@ from protocol import (
     ReceiptStatus,
 )
 from protocol.crypto import public_bytes
+from protocol.errors import ProtocolError
 from protocol.frame import decode_frame
 from protocol.transport import KEY_ROTATION_TOPIC, TOPIC_PREFIX, door_topic
 from simulators.fixture import World
@@ -455,7 +456,7 @@ async def test_hostile_payloads_get_error_frames_and_change_nothing(
     async with cloud_for(host, port, door.door_id) as cloud:
         await connected(running)
         before = (running.runtime.controller.state.to_snapshot(), running.runtime.flash.stats())
-        expected = Counter(data[3] if len(data) > 3 else 0 for data in hostile)
+        expected = Counter(_about_type(data) for data in hostile)
         for topic in ("bundle", "ack", "time", door.key_rotation_topic):
             for data in hostile:  # all at once: one answer each, in any order
                 await cloud.publish(topic, data)
@@ -512,3 +513,11 @@ async def test_broker_restart_door_reconnects_and_catches_up(
         assert running.door.counters.failures >= 1
     finally:
         await broker.stop()
+
+
+def _about_type(data: bytes) -> int:
+    """The ``about_type`` §4.4 asks for: the frame's type if the frame decodes, else 0."""
+    try:
+        return decode_frame(data)[1]
+    except ProtocolError:
+        return 0
