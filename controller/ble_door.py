@@ -40,7 +40,7 @@ door feeds :class:`~controller.events.Disconnected` and advertises again: one ph
 at a time, since the controller stops advertising when a phone connects.
 
 Radios. :meth:`BleDoor.on_link` puts the door on our virtual radio
-(:class:`controller.radio.RadioLink`) for tests and simulation.
+(:class:`infra.radio.RadioLink`) for tests and simulation.
 :meth:`BleDoor.open` takes a bumble transport string (``bumble.transport.open_transport``),
 so the same door drives real hardware, for example:
 
@@ -80,6 +80,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
+from infra.radio import RadioLink, device_on_link
 from protocol import ProtocolError
 from protocol.segmentation import Reassembler, SegmentAck, segment_frame
 from protocol.transport import (
@@ -92,7 +93,6 @@ from protocol.transport import (
 )
 
 from .events import Action, Channel, Connected, Disconnected, Energise, Event, FrameReceived, Send
-from .radio import RadioLink, device_on_link
 from .runtime import LockRuntime
 
 __all__ = ["LEGACY_ADVERTISING_MAX", "BleDoor", "advertising_payloads", "door_address"]

@@ -219,7 +219,8 @@ def _announce_energise(door_id: str) -> Callable[[int], None]:
 async def _serve_mqtt(
     runtime: LockRuntime, url: str, door_id: str, energise: Callable[[int], None]
 ) -> int:
-    from .broker import parse_mqtt_url
+    from infra.broker import parse_mqtt_url
+
     from .mqtt_door import MqttDoor
 
     try:

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from controller.broker import DEFAULT_URL, BrokerChoice, parse_mqtt_url, pick_broker
-from controller.broker import start_embedded_broker as _start_embedded
+from infra.broker import DEFAULT_URL, BrokerChoice, parse_mqtt_url, pick_broker
+from infra.broker import start_embedded_broker as _start_embedded
 
 MQTT_URL_ENV = "LATCHSIM_MQTT_URL"
 

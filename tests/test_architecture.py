@@ -2,7 +2,8 @@
 
 * ``protocol/`` is sans-IO: it imports no networking, async, clock or
   randomness module.
-* Dependencies point one way: ``protocol`` imports none of our other packages;
+* Dependencies point one way: ``protocol`` and ``infra`` (transport plumbing:
+  broker picker, virtual radio) import none of our other packages;
   ``controller``, ``phone_bridge`` and ``cloud`` never import each other.
 """
 
@@ -30,12 +31,13 @@ FORBIDDEN_IN_PROTOCOL = {
     "sqlite3",
     "datetime",
 }
-OURS = {"protocol", "controller", "phone_bridge", "cloud", "simulators", "bench"}
+OURS = {"protocol", "infra", "controller", "phone_bridge", "cloud", "simulators", "bench"}
 ALLOWED = {
     "protocol": set(),
-    "controller": {"protocol"},
-    "phone_bridge": {"protocol"},
-    "cloud": {"protocol"},
+    "infra": set(),
+    "controller": {"protocol", "infra"},
+    "phone_bridge": {"protocol", "infra"},
+    "cloud": {"protocol", "infra"},
 }
 
 

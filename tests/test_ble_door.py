@@ -1,6 +1,6 @@
 """The lock's BLE face over bumble's virtual radio, driven by a bumble GATT client.
 
-Two bumble devices share one :class:`controller.radio.RadioLink` inside the test's
+Two bumble devices share one :class:`infra.radio.RadioLink` inside the test's
 event loop: the door (:class:`controller.ble_door.BleDoor` over a provisioned
 :class:`LockRuntime` on in-memory flash) and a minimal phone (:class:`PhoneLink`:
 connect, exchange the MTU, discover the service, subscribe to ``tx`` and ``ack``,
@@ -26,9 +26,9 @@ from controller.ble_door import BleDoor, advertising_payloads
 from controller.config import ControllerConfig
 from controller.events import Action, Event, FrameReceived
 from controller.identity import LockIdentity
-from controller.radio import RadioLink, RadioTiming, device_on_link
 from controller.runtime import LockRuntime
 from controller.storage import Flash, MemoryMedium
+from infra.radio import RadioLink, RadioTiming, device_on_link
 from protocol import (
     AuditBatch,
     AuditEventKind,

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from controller.broker import BrokerChoice
 from controller.cli import main
+from infra.broker import BrokerChoice
 from protocol import Hello, decode_message
 from protocol.transport import door_topic
 

@@ -37,13 +37,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from controller.broker import BrokerChoice, start_embedded_broker
 from controller.config import ControllerConfig
 from controller.events import Action, CardChallenge, CardTapped
 from controller.identity import LockIdentity
 from controller.mqtt_door import Backoff, MqttDoor, topic_for_frame
 from controller.runtime import LockRuntime
 from controller.storage import Flash, MemoryMedium
+from infra.broker import BrokerChoice, start_embedded_broker
 from protocol import (
     AuditBatch,
     AuditEventKind,
