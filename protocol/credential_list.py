@@ -308,6 +308,17 @@ class CredentialList(Mapping[CredentialKey, Credential]):
         return cls(door_id, version, blobs, order, [blobs[k] for k in order])
 
     @classmethod
+    def from_encoded_entries(
+        cls, *, door_id: bytes, version: int, entries: Iterable[bytes]
+    ) -> CredentialList:
+        """Make a list from stored canonical entry encodings (trusted, e.g. from a database)."""
+        check_bytes("door_id", door_id, size=DOOR_ID_SIZE)
+        check_uint("version", version, 32)
+        blobs = {blob[:1] + blob[2 : 2 + blob[1]]: blob for blob in entries}
+        order = sorted(blobs)
+        return cls(door_id, version, blobs, order, [blobs[k] for k in order])
+
+    @classmethod
     def empty(cls, door_id: bytes) -> CredentialList:
         """The list a freshly provisioned lock starts with: version 0, no entries."""
         return cls.build(door_id=door_id, version=0)

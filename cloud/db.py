@@ -1,0 +1,62 @@
+"""Database engines: SQLite by default, PostgreSQL via ``DATABASE_URL``.
+
+Theory of operation: :func:`make_engine` turns a URL into a SQLAlchemy engine
+configured for the cloud (SQLite: foreign keys on, a busy timeout so concurrent
+writers wait instead of failing; PostgreSQL through psycopg 3). The schema is
+created by :func:`create_schema` (tests, demo) or by Alembic migrations
+(``door-cloud migrate``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Base
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "create_schema",
+    "database_url",
+    "make_engine",
+    "session_factory",
+]
+
+DEFAULT_DATABASE_URL = "sqlite:///latchsim-cloud.db"
+
+
+def database_url() -> str:
+    """``$DATABASE_URL`` or the default SQLite file."""
+    return os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine for ``url`` (default :func:`database_url`)."""
+    url = url or database_url()
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table that does not exist yet."""
+    Base.metadata.create_all(engine)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that do not expire objects on commit (we return them after commit)."""
+    return sessionmaker(engine, expire_on_commit=False)
