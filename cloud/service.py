@@ -264,7 +264,8 @@ class CloudService:
                 recipient=person.email,
                 subject=f"Your keycard was {what}",
                 body=(
-                    f"Hello {person.name},\n\n{manager.name} {what} your keycard {uid} on your behalf.\n"
+                    f"Hello {person.name},\n\n"
+                    f"{manager.name} {what} your keycard {uid} on your behalf.\n"
                     "Doors without internet learn of it when a resident's phone opens them; "
                     "the app shows which doors are still pending.\n"
                 ),

@@ -105,9 +105,29 @@ def _doors_of_grant(session: Session, grant: Grant) -> list[str]:
     )
 
 
-def _window(grant: Grant) -> dict[str, object]:
+def _entry(
+    kind: CredentialKind,
+    credential_id: str,
+    grant: Grant | None,
+    *,
+    status: CredentialStatus = CredentialStatus.ACTIVE,
+    card_key: bytes = b"",
+) -> bytes:
+    """The canonical encoding of one entry, with the grant's validity and schedule."""
+    if grant is None:
+        return Credential(
+            kind=kind, credential_id=bytes.fromhex(credential_id), status=status, card_key=card_key
+        ).encoded
     schedule = tuple(Window(days=d, start_minute=s, end_minute=e) for d, s, e in grant.schedule)
-    return {"valid_from": grant.valid_from, "valid_until": grant.valid_until, "schedule": schedule}
+    return Credential(
+        kind=kind,
+        credential_id=bytes.fromhex(credential_id),
+        status=status,
+        valid_from=grant.valid_from,
+        valid_until=grant.valid_until,
+        schedule=schedule,
+        card_key=card_key,
+    ).encoded
 
 
 def _desired(
@@ -118,23 +138,16 @@ def _desired(
     person_key = (int(CredentialKind.PERSON), person.id)
     want[person_key] = None
     if grant is not None:
-        want[person_key] = Credential(
-            kind=CredentialKind.PERSON, credential_id=bytes.fromhex(person.id), **_window(grant)
-        ).encoded  # type: ignore[arg-type]
+        want[person_key] = _entry(CredentialKind.PERSON, person.id, grant)
     for card in cards:
         key = (int(CredentialKind.KEYCARD), card.uid)
         active = card.state == "active" and grant is not None
         if not active and key not in present:
             continue
         status = CredentialStatus.ACTIVE if active else CredentialStatus.REVOKED
-        window = _window(grant) if grant is not None else {}
-        want[key] = Credential(
-            kind=CredentialKind.KEYCARD,
-            credential_id=bytes.fromhex(card.uid),
-            status=status,
-            card_key=card.card_key,
-            **window,
-        ).encoded  # type: ignore[arg-type]
+        want[key] = _entry(
+            CredentialKind.KEYCARD, card.uid, grant, status=status, card_key=card.card_key
+        )
     return want
 
 
