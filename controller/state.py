@@ -15,6 +15,7 @@ Both encodings are declared with ``construct`` and bounded by the decoders of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from collections.abc import Iterable, Sequence
@@ -198,16 +199,8 @@ def _record_body(record: Record) -> dict[str, Any]:
             "changes": encode_changes(record.changes),
         }
     if isinstance(record, AuditAppended):
-        e = record.event
-        return {
-            "seq": e.seq,
-            "time": e.time,
-            "kind": e.kind,
-            "reason": e.reason,
-            "credential_id": e.credential_id,
-            "detail": e.detail,
-        }
-    return dict(record.__dict__)
+        return record.event.to_container()
+    return dataclasses.asdict(record)
 
 
 def encode_transaction(records: Sequence[Record]) -> bytes:
@@ -249,16 +242,7 @@ def _record_from(tag: int, b: Any) -> Record:
     if tag == 1:
         return ListChanged(b.version, b.digest, b.changed_at, decode_changes(b.changes))
     if tag == 2:
-        return AuditAppended(
-            AuditEvent(
-                seq=b.seq,
-                time=b.time,
-                kind=b.kind,
-                reason=b.reason,
-                credential_id=b.credential_id,
-                detail=b.detail,
-            )
-        )
+        return AuditAppended(AuditEvent.from_container(b))
     simple: dict[int, Any] = {
         3: AuditReleased,
         4: ClockCorrected,
@@ -355,7 +339,7 @@ class LockState:
                     "list_changed_at": self.list_changed_at,
                     "audit_next_seq": a.next_seq,
                     "audit_lost": a.lost,
-                    "audit_events": [_record_body(AuditAppended(e)) for e in a.events()],
+                    "audit_events": [e.to_container() for e in a.events()],
                     "clock_offset": self.clock_offset,
                     "time_sync_seq": self.time_sync_seq,
                     "boot_count": self.boot_count,
@@ -382,17 +366,7 @@ class LockState:
             sealing_private=s.sealing_private,
             doorcode_secret=s.doorcode_secret,
         )
-        events = [
-            AuditEvent(
-                seq=e.seq,
-                time=e.time,
-                kind=e.kind,
-                reason=e.reason,
-                credential_id=e.credential_id,
-                detail=e.detail,
-            )
-            for e in s.audit_events
-        ]
+        events = [AuditEvent.from_container(e) for e in s.audit_events]
         audit = AuditLog(
             max(audit_capacity, len(events)),
             next_seq=s.audit_next_seq - len(events),

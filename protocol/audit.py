@@ -52,6 +52,29 @@ class AuditEvent:
         check_bytes("credential_id", self.credential_id, max_size=16)
         check_uint("detail", self.detail, 32)
 
+    def to_container(self) -> dict[str, Any]:
+        """The field dictionary :data:`EventFormat` builds from."""
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "kind": self.kind,
+            "reason": self.reason,
+            "credential_id": self.credential_id,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_container(cls, c: Any) -> AuditEvent:
+        """Build (validated) from a parsed :data:`EventFormat` container."""
+        return cls(
+            seq=c.seq,
+            time=c.time,
+            kind=c.kind,
+            reason=c.reason,
+            credential_id=c.credential_id,
+            detail=c.detail,
+        )
+
     @classmethod
     def unchecked(
         cls,
@@ -116,34 +139,13 @@ class AuditBatch(SignedMessage):
             raise TooLargeError(f"audit batch holds over {limits.max_audit_events} events")
 
     def _to_container(self) -> dict[str, Any]:
-        events = [_event_dict(e) for e in self.events]
+        events = [e.to_container() for e in self.events]
         return {"door_id": self.door_id, "events": events, "signature": self.signature}
 
     @classmethod
     def _from_container(cls, c: Any) -> Self:
-        events = tuple(
-            AuditEvent(
-                seq=e.seq,
-                time=e.time,
-                kind=e.kind,
-                reason=e.reason,
-                credential_id=e.credential_id,
-                detail=e.detail,
-            )
-            for e in c["events"]
-        )
+        events = tuple(AuditEvent.from_container(e) for e in c["events"])
         return cls(door_id=c["door_id"], events=events, signature=c["signature"])
-
-
-def _event_dict(e: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": e.seq,
-        "time": e.time,
-        "kind": e.kind,
-        "reason": e.reason,
-        "credential_id": e.credential_id,
-        "detail": e.detail,
-    }
 
 
 @register
