@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 Id = String(32)
+U32 = BigInteger
+"""A protocol u32 (times, validity bounds): PostgreSQL's INTEGER stops at 2**31 - 1."""
 
 
 class Base(DeclarativeBase):
@@ -148,8 +151,8 @@ class Grant(Base):
     person_id: Mapped[str] = mapped_column(ForeignKey("person.id"), index=True)
     door_id: Mapped[str | None] = mapped_column(ForeignKey("door.id"), nullable=True)
     property_id: Mapped[str | None] = mapped_column(ForeignKey("property.id"), nullable=True)
-    valid_from: Mapped[int] = mapped_column(Integer, default=0)
-    valid_until: Mapped[int] = mapped_column(Integer, default=0xFFFFFFFF)
+    valid_from: Mapped[int] = mapped_column(U32, default=0)
+    valid_until: Mapped[int] = mapped_column(U32, default=0xFFFFFFFF)
     schedule: Mapped[list[list[int]]] = mapped_column(JSON, default=list)
     """Weekly windows as ``[days, start_minute, end_minute]`` triples (empty: always)."""
     guest: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -177,7 +180,7 @@ class Phone(Base):
     person_id: Mapped[str] = mapped_column(ForeignKey("person.id"), index=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     credential: Mapped[bytes] = mapped_column(LargeBinary)
-    valid_until: Mapped[int] = mapped_column(Integer)
+    valid_until: Mapped[int] = mapped_column(U32)
 
 
 class Token(Base):
@@ -203,11 +206,11 @@ class AuditRecord(Base):
     __tablename__ = "audit_record"
     door_id: Mapped[str] = mapped_column(ForeignKey("door.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    time: Mapped[int] = mapped_column(Integer)
+    time: Mapped[int] = mapped_column(U32)
     kind: Mapped[int] = mapped_column(Integer)
     reason: Mapped[int] = mapped_column(Integer)
     credential_id: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[int] = mapped_column(U32)
 
 
 class MqttOutbox(Base):

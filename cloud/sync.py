@@ -9,9 +9,11 @@ list differs, bumps the door's version exactly once, writes the changed entries
 with that version, records the new list digest, and — for an online door —
 queues the bundle in the MQTT outbox in the same transaction.
 
-Each door row is locked (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite
-transactions are serialised) before its entries are read, so two concurrent
-changes never lose a version bump. A bundle from base *b* carries every entry
+Each door row is locked before its entries are read (:func:`_lock_door`:
+``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite a no-op UPDATE takes the
+database write lock, since pysqlite opens a transaction only at the first write)
+and re-read past the session's identity map, so two concurrent changes never
+lose a version bump. A bundle from base *b* carries every entry
 changed after *b* (:func:`bundle_frame`); bundles are cached per (door, base,
 target) so that every phone carries identical bytes.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -214,7 +216,7 @@ def _resync_door(
     random: Callable[[int], bytes],
     cache: BundleCache,
 ) -> DoorChange | None:
-    door = session.execute(select(Door).where(Door.id == door_id).with_for_update()).scalar_one()
+    door = _lock_door(session, door_id)
     rows = {
         (r.kind, r.credential_id): r
         for r in session.execute(
@@ -256,6 +258,23 @@ def _resync_door(
             )
         )
     return DoorChange(door_id, door.list_version)
+
+
+def _lock_door(session: Session, door_id: str) -> Door:
+    """Lock the door's row for this transaction and read it fresh.
+
+    ``populate_existing`` matters: a Door the session loaded before the lock (the
+    portfolio check loads them) would otherwise keep its stale ``list_version``.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Door)
+            .where(Door.id == door_id)
+            .values(list_version=Door.list_version)
+            .execution_options(synchronize_session=False)
+        )
+    query = select(Door).where(Door.id == door_id).with_for_update()
+    return session.execute(query.execution_options(populate_existing=True)).scalar_one()
 
 
 def door_list(session: Session, door: Door) -> CredentialList:

@@ -3,6 +3,8 @@
 Used by the cloud tests: ``CloudWorld`` seeds the demo world with door keys taken
 from provisioned :class:`controller.core.Controller` instances, so bundles the
 cloud makes are applied by real locks and their receipts go back to the cloud.
+The database is any engine: :func:`world_at` takes a URL (a SQLite file or a
+PostgreSQL database from :mod:`tests.db_fixtures`).
 """
 
 from __future__ import annotations
@@ -111,8 +113,13 @@ class CloudWorld:
             return cloud.receipt(door_id, receipt.to_bytes())
 
 
+def world_at(url: str) -> CloudWorld:
+    """A seeded world on the (empty) database at ``url``."""
+    return CloudWorld(make_engine(url))
+
+
 def sqlite_world(tmp_path_factory_path: str) -> CloudWorld:
-    return CloudWorld(make_engine(f"sqlite:///{tmp_path_factory_path}"))
+    return world_at(f"sqlite:///{tmp_path_factory_path}")
 
 
-__all__ = ["CloudWorld", "Session", "counting_random", "public_bytes", "sqlite_world"]
+__all__ = ["CloudWorld", "Session", "counting_random", "public_bytes", "sqlite_world", "world_at"]

@@ -1,19 +1,24 @@
-"""The cloud's rules and sync engine, end to end with real locks (SQLite)."""
+"""The cloud's rules and sync engine, end to end with real locks (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
 from cloud.models import Door, EmailOutbox, MqttOutbox
-from tests.cloud_world import CloudWorld, sqlite_world
+from tests.cloud_world import CloudWorld, world_at
+
+pytest_plugins = ["tests.db_fixtures"]
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> CloudWorld:
-    return sqlite_world(str(tmp_path / "cloud.db"))
+def world(database_url: str) -> Iterator[CloudWorld]:
+    """The seeded world on each database (PostgreSQL is skipped when unreachable)."""
+    world = world_at(database_url)
+    yield world
+    world.engine.dispose()
 
 
 def test_activate_on_behalf_bumps_doors_and_clears_pending_after_receipts(

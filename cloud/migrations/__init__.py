@@ -1,0 +1,1 @@
+"""Alembic migrations of the cloud schema (see :mod:`cloud.migrate`)."""
