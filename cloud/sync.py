@@ -162,10 +162,24 @@ def resync_person(
     cache: BundleCache,
     extra_cards: Iterable[Keycard] = (),
 ) -> list[DoorChange]:
-    """Bring every door's list in line with this person's grants and cards."""
-    person = session.get(Person, person_id)
-    assert person is not None
-    cards = list(session.execute(select(Keycard).where(Keycard.person_id == person_id)).scalars())
+    """Bring every door's list in line with this person's grants and cards.
+
+    The person's row is locked first, so two changes for one person run one after
+    the other, each reading the other's committed cards (``populate_existing``
+    refreshes objects this session loaded before the lock).
+    """
+    fresh = {"populate_existing": True}
+    person = session.execute(
+        select(Person)
+        .where(Person.id == person_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: card rows' FK locks don't conflict
+        .execution_options(**fresh)
+    ).scalar_one()
+    cards = list(
+        session.execute(
+            select(Keycard).where(Keycard.person_id == person_id).execution_options(**fresh)
+        ).scalars()
+    )
     cards += [c for c in extra_cards if c not in cards]
     granted = doors_of_person(session, person_id)
     keys = [(int(CredentialKind.PERSON), person_id)] + [

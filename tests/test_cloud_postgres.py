@@ -201,13 +201,14 @@ def _activations(
     start: threading.Barrier,
     *,
     look_first: bool,
+    label: str = "",
 ) -> Callable[[], None]:
     """A thread body: one transaction per card, every round started together with the other.
 
     ``look_first``: the request loads every door before it changes anything (as a
     console page would), so stale Door objects sit in the session's identity map.
     """
-    random = counting_random(f"service {person}")
+    random = counting_random(f"service {person} {label}")
 
     def run() -> None:
         for uid in uids:
@@ -277,3 +278,69 @@ def test_two_managers_changing_the_same_doors_at_once_lose_no_version_bump(
     _run_together(bodies, start)
     for name in SHARED_DOORS:
         _check_history(world, world.seed.doors[name], 2 * ROUNDS)
+
+
+def test_two_changes_for_the_same_person_at_once_both_reach_every_door(world: CloudWorld) -> None:
+    """Two requests change two cards of one person at once: each door ends up with both.
+
+    Without the person lock, each request would resync from a stale view of the other's
+    card and write it back to its old state.
+    """
+    ana, maya = world.seed.people["Ana Ruiz"], world.seed.managers["Maya Chen"]
+    start = threading.Barrier(2)
+    first, second = (
+        _new_cards(world, "same person a", ROUNDS),
+        _new_cards(world, "same person b", ROUNDS),
+    )
+    bodies = [
+        _activations(world, maya, ana, uids, start, look_first=True, label=uids[0])
+        for uids in (first, second)
+    ]
+    _run_together(bodies, start)
+    with world.sessions.begin() as session:
+        for name in SHARED_DOORS:
+            door_id = world.seed.doors[name]
+            active = {
+                e.credential_id
+                for e in session.scalars(select(DoorEntry).where(DoorEntry.door_id == door_id))
+                if e.encoded is not None and e.kind == 1
+            }
+            assert active == set(first) | set(second), name
+
+
+def test_deactivating_one_card_while_activating_another_for_the_same_person(
+    world: CloudWorld,
+) -> None:
+    """Each request's resync sees the other's committed card: no card comes back to life."""
+    ana, maya = world.seed.people["Ana Ruiz"], world.seed.managers["Maya Chen"]
+    old, new = _new_cards(world, "old cards", ROUNDS), _new_cards(world, "new cards", ROUNDS)
+    for uid in old:
+        with world.sessions.begin() as session:
+            CloudService(
+                session, world.now, counting_random(f"pre {uid}"), BundleCache()
+            ).activate_on_behalf(maya, ana, uid)
+    start = threading.Barrier(2)
+
+    def deactivate() -> None:
+        for uid in old:
+            start.wait(timeout=60)
+            with world.sessions.begin() as session:
+                service = CloudService(
+                    session, world.now, counting_random(f"de {uid}"), BundleCache()
+                )
+                list(session.scalars(select(Keycard)))  # a console page loaded every card first
+                service.deactivate_on_behalf(maya, ana, uid)
+
+    _run_together(
+        [deactivate, _activations(world, maya, ana, new, start, look_first=True, label="n")], start
+    )
+    with world.sessions.begin() as session:
+        for name in SHARED_DOORS:
+            door_id = world.seed.doors[name]
+            statuses = {
+                e.credential_id: e.encoded[2 + e.encoded[1]]
+                for e in session.scalars(select(DoorEntry).where(DoorEntry.door_id == door_id))
+                if e.encoded is not None and e.kind == 1
+            }
+            assert {uid for uid, status in statuses.items() if status == 1} == set(new), name
+            assert {uid for uid, status in statuses.items() if status == 2} == set(old), name
