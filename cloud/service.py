@@ -27,20 +27,29 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from protocol import (
     DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S,
     AuditAck,
     AuditBatch,
+    AuditEventKind,
     CredentialKind,
     MobileCredential,
+    Reason,
     ScopeKind,
 )
-from protocol.crypto import ed25519_public_from_bytes
+from protocol.crypto import (
+    ed25519_public_from_bytes,
+    x25519_private_from_seed,
+    x25519_public_from_bytes,
+)
+from protocol.doorcode import DOORCODE_SECRET_SIZE, DoorcodeKind, DoorcodeMatch, check_doorcode
+from protocol.doorcode import issue_doorcode as make_doorcode
 
 from .errors import (
     ConflictError,
@@ -56,6 +65,7 @@ from .models import (
     Door,
     DoorEntry,
     EmailOutbox,
+    Grant,
     Keycard,
     Manager,
     ManagerPortfolio,
@@ -413,3 +423,275 @@ class CloudService:
     def queue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Add a frame to the MQTT outbox (sent after commit)."""
         self.session.add(MqttOutbox(topic=topic, payload=payload, retain=retain))
+
+    # --- portfolio views, doors, guests and doorcodes (used by the HTTP API) ----------
+
+    def people_in_portfolios(
+        self, manager_id: str, query: str = "", *, limit: int = 100, offset: int = 0
+    ) -> list[Person]:
+        """People holding any grant in the manager's portfolios (``query``: name or email)."""
+        stmt = select(Person).where(_granted_in(self.manager_portfolios(manager_id)))
+        if query:
+            stmt = stmt.where(
+                Person.name.icontains(query, autoescape=True)
+                | Person.email.icontains(query, autoescape=True)
+            )
+        stmt = stmt.order_by(Person.name, Person.id).limit(limit).offset(offset)
+        return list(self.session.execute(stmt).scalars())
+
+    def visible_person(self, manager_id: str, person_id: str) -> Person:
+        """The person if they hold any grant in the manager's portfolios, else not found."""
+        stmt = select(Person).where(
+            Person.id == person_id, _granted_in(self.manager_portfolios(manager_id))
+        )
+        person = self.session.execute(stmt).scalar_one_or_none()
+        if person is None:
+            raise NotFoundError(f"no person {person_id!r} in your portfolios")
+        return person
+
+    def doors_in_portfolios(self, manager_id: str) -> list[Door]:
+        """Every door of the manager's portfolios, by name."""
+        stmt = (
+            select(Door)
+            .join(Property, Property.id == Door.property_id)
+            .where(Property.portfolio_id.in_(self.manager_portfolios(manager_id)))
+            .order_by(Door.name, Door.id)
+        )
+        return list(self.session.execute(stmt).scalars())
+
+    def managed_door(self, manager_id: str, door_id: str) -> Door:
+        """The door if it is in the manager's portfolios, else not found."""
+        door = self.session.get(Door, door_id)
+        if door is None or self.portfolio_of_door(door) not in self.manager_portfolios(manager_id):
+            raise NotFoundError(f"no door {door_id!r} in your portfolios")
+        return door
+
+    def openable_door(self, person_id: str, door_id: str) -> tuple[Door, Grant]:
+        """The door and the grant by which the person may open it, else not found."""
+        grant = doors_of_person(self.session, person_id).get(door_id)
+        if grant is None:
+            raise NotFoundError(f"no door {door_id!r} among the doors you can open")
+        return self.door(door_id), grant
+
+    def pending_people(self, door: Door) -> list[Person]:
+        """People with a change (their own entry or a card's) the door has not confirmed."""
+        rows = self.session.execute(
+            select(DoorEntry.kind, DoorEntry.credential_id).where(
+                DoorEntry.door_id == door.id, DoorEntry.changed_version > door.synced_version
+            )
+        ).all()
+        ids = {cid for kind, cid in rows if kind == int(CredentialKind.PERSON)}
+        cards = [cid for kind, cid in rows if kind == int(CredentialKind.KEYCARD)]
+        if cards:
+            holders = self.session.execute(select(Keycard.person_id).where(Keycard.uid.in_(cards)))
+            ids.update(p for p in holders.scalars() if p is not None)
+        stmt = select(Person).where(Person.id.in_(ids)).order_by(Person.name, Person.id)
+        return list(self.session.execute(stmt).scalars())
+
+    def register_door(
+        self,
+        manager_id: str,
+        *,
+        door_id: str,
+        property_id: str,
+        name: str,
+        online: bool,
+        identity_public: bytes,
+        sealing_public: bytes,
+        doorcode_secret: bytes,
+    ) -> list[DoorChange]:
+        """Register a provisioned lock in a property of the manager's portfolios.
+
+        Everyone with a grant on the whole property may open the new door, so they are
+        resynced: the door's first bundle carries them.
+        """
+        prop = self.session.get(Property, property_id)
+        if prop is None or prop.portfolio_id not in self.manager_portfolios(manager_id):
+            raise NotFoundError(f"no property {property_id!r} in your portfolios")
+        if self.session.get(Door, door_id) is not None:
+            raise ConflictError(f"door {door_id} is already registered")
+        _check_door_keys(identity_public, sealing_public, doorcode_secret)
+        self.session.add(
+            Door(
+                id=door_id,
+                property_id=property_id,
+                name=name,
+                online=online,
+                identity_public=identity_public,
+                sealing_public=sealing_public,
+                doorcode_secret=doorcode_secret,
+                key_epoch=self.key.epoch,
+            )
+        )
+        self.session.flush()
+        people = self.session.execute(
+            select(Grant.person_id).where(Grant.property_id == property_id).distinct()
+        ).scalars()
+        return [change for p in sorted(people) for change in self._resync(p)]
+
+    def is_guest(self, person_id: str) -> bool:
+        """True when every grant the person holds is a guest grant."""
+        kinds = self.session.execute(select(Grant.guest).where(Grant.person_id == person_id))
+        flags = list(kinds.scalars())
+        return bool(flags) and all(flags)
+
+    def host_grant(self, person_id: str, door_id: str) -> Grant:
+        """The resident's own grant on a door they may invite guests to or issue codes for."""
+        if self.is_guest(person_id):
+            raise ForbiddenError(
+                "guests cannot invite guests or issue doorcodes; ask the person who invited you"
+            )
+        door, grant = self.openable_door(person_id, door_id)
+        if not grant.valid_from <= self.now < grant.valid_until:
+            raise ForbiddenError(f"your own access to {door.name} is not valid now")
+        return grant
+
+    def create_guest(
+        self,
+        *,
+        name: str,
+        email: str,
+        door_ids: list[str],
+        valid_from: int,
+        valid_until: int,
+        manager_id: str | None = None,
+        host_id: str | None = None,
+    ) -> tuple[Person, list[DoorChange]]:
+        """Invite an app guest to ``door_ids`` for ``[valid_from, valid_until)``.
+
+        Exactly one of ``manager_id`` (doors in their portfolios) and ``host_id`` (a
+        resident: doors they can open now, for no longer than their own access) issues it.
+        A guest opens doors with the app only, so the keycard first-use rule does not apply.
+        """
+        self._check_guest_window(valid_from, valid_until)
+        if not door_ids:
+            raise InvalidInputError("name at least one door the guest may open")
+        for door_id in door_ids:
+            self._check_guest_door(door_id, valid_until, manager_id, host_id)
+        guest = Person(id=self.random(16).hex(), name=name, email=email, used_app=True)
+        self.session.add(guest)
+        self.session.flush()
+        for door_id in sorted(set(door_ids)):
+            self.session.add(
+                Grant(
+                    id=self.random(16).hex(),
+                    person_id=guest.id,
+                    door_id=door_id,
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                    schedule=[],
+                    guest=True,
+                )
+            )
+        self.session.flush()
+        return guest, self._resync(guest.id)
+
+    def _check_guest_window(self, valid_from: int, valid_until: int) -> None:
+        if valid_until <= valid_from:
+            raise InvalidInputError("the guest's access must end after it starts")
+        if valid_from < self.now - GUEST_START_GRACE_S:
+            raise InvalidInputError("the guest's access cannot start in the past")
+        if valid_until > self.now + GUEST_MAX_AHEAD_S:
+            raise InvalidInputError("the guest's access can end at most one year from now")
+
+    def _check_guest_door(
+        self, door_id: str, valid_until: int, manager_id: str | None, host_id: str | None
+    ) -> None:
+        if manager_id is not None:
+            self.managed_door(manager_id, door_id)
+            return
+        if host_id is None:
+            raise ForbiddenError("only residents and managers may invite guests")
+        if valid_until > self.host_grant(host_id, door_id).valid_until:
+            raise InvalidInputError("a guest's access cannot outlast your own access to that door")
+
+    def doorcode(
+        self,
+        door_id: str,
+        kind: DoorcodeKind,
+        slot: int,
+        *,
+        manager_id: str | None = None,
+        person_id: str | None = None,
+    ) -> tuple[str, DoorcodeMatch]:
+        """A keypad code for ``door_id`` valid now (a manager's door, or one the resident opens)."""
+        grant = None
+        if manager_id is not None:
+            door = self.managed_door(manager_id, door_id)
+        elif person_id is not None:
+            grant = self.host_grant(person_id, door_id)
+            door = self.door(door_id)
+        else:
+            raise ForbiddenError("only residents and managers may issue doorcodes")
+        offset = self._get(Property, door.property_id, "property").utc_offset_minutes
+        secret, ident = door.doorcode_secret, bytes.fromhex(door.id)
+        code = make_doorcode(
+            secret=secret,
+            door_id=ident,
+            kind=kind,
+            at=self.now,
+            slot=slot,
+            utc_offset_minutes=offset,
+        )
+        match = check_doorcode(
+            code, secret=secret, door_id=ident, now=self.now, utc_offset_minutes=offset
+        )
+        assert match is not None, "a code issued now is valid now"
+        if grant is not None and match.valid_until > grant.valid_until:
+            raise ForbiddenError("that code would outlast your own access to this door")
+        return code, match
+
+    def upload_audit(self, door_id: str, payload: bytes) -> AuditAck:
+        """:meth:`audit`, then what the verified batch proves: when the lock was last seen
+        (its newest event time) and who has opened a door with the app (first-use rule)."""
+        ack = self.audit(door_id, payload)
+        events = AuditBatch.from_bytes(payload).events  # verified by audit()
+        door = self.door(door_id)
+        newest = min(max(e.time for e in events), self.now)
+        seen = datetime.fromtimestamp(newest, UTC)
+        last = door.last_seen.replace(tzinfo=UTC) if door.last_seen is not None else None
+        if last is None or last < seen:
+            door.last_seen = seen
+        for event in events:
+            if event.kind == AuditEventKind.PHONE_DECISION and event.reason == Reason.GRANTED:
+                person = self.session.get(Person, event.credential_id.hex())
+                if person is not None:
+                    person.used_app = True
+        return ack
+
+
+GUEST_MAX_AHEAD_S = 365 * 86_400
+"""A guest's access may end at most a year from now."""
+GUEST_START_GRACE_S = 3_600
+"""How far in the past a guest's start may lie (a client's clock may lag)."""
+
+
+def _granted_in(portfolios: set[str]) -> ColumnElement[bool]:
+    """``Person.id`` holds a grant on a door or a property of ``portfolios``."""
+    by_door = (
+        select(Grant.person_id)
+        .join(Door, Door.id == Grant.door_id)
+        .join(Property, Property.id == Door.property_id)
+        .where(Property.portfolio_id.in_(portfolios))
+    )
+    by_property = (
+        select(Grant.person_id)
+        .join(Property, Property.id == Grant.property_id)
+        .where(Property.portfolio_id.in_(portfolios))
+    )
+    return Person.id.in_(by_door) | Person.id.in_(by_property)
+
+
+def _check_door_keys(identity_public: bytes, sealing_public: bytes, doorcode_secret: bytes) -> None:
+    """Refuse keys a lock cannot have: bundles sealed to them would fail later."""
+    try:
+        ed25519_public_from_bytes(identity_public)
+        probe = x25519_private_from_seed(bytes(range(32)))
+        probe.exchange(x25519_public_from_bytes(sealing_public))  # rejects low-order points
+    except ValueError:
+        raise InvalidInputError(
+            "identity_public must be the lock's Ed25519 key and sealing_public its X25519 key "
+            "(32 bytes each, as the lock's provisioning output shows them)"
+        ) from None
+    if len(doorcode_secret) != DOORCODE_SECRET_SIZE:
+        raise InvalidInputError(f"doorcode_secret must be {DOORCODE_SECRET_SIZE} bytes")
