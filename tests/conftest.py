@@ -57,3 +57,7 @@ async def mqtt_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerCho
         yield choice
     finally:
         await choice.close()
+
+
+# The database fixture (SQLite, and PostgreSQL when reachable) for every cloud test module.
+from tests.db_fixtures import database_url  # noqa: E402,F401

@@ -42,8 +42,6 @@ from cloud.migrate import migrate
 from cloud.models import EmailOutbox
 from tests.cloud_world import CloudWorld, world_at
 
-pytest_plugins = ["tests.db_fixtures"]
-
 MAIL_FROM = "Latchsim <no-reply@latchsim.invalid>"
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,8 +36,6 @@ from cloud.sync import BundleCache
 from protocol import CredentialList
 from tests.cloud_world import CloudWorld, counting_random, world_at
 
-pytest_plugins = ["tests.db_fixtures"]
-
 ROUNDS = 25
 SHARED_DOORS = ("Tower lobby", "Tower basement", "Tower gym")
 

@@ -10,8 +10,6 @@ from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
 from cloud.models import Door, EmailOutbox, MqttOutbox
 from tests.cloud_world import CloudWorld, world_at
 
-pytest_plugins = ["tests.db_fixtures"]
-
 
 @pytest.fixture
 def world(database_url: str) -> Iterator[CloudWorld]:
