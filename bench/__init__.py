@@ -38,6 +38,7 @@ Goal = tuple[str, float | int]
 """A goal on one figure: a comparison operator and the value to compare with."""
 
 BENCHMARKS: dict[str, str] = {
+    "cloud": "bench.cloud",
     "controller": "bench.controller",
     "fuzz": "bench.fuzz",
     "protocol": "bench.protocol",

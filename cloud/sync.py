@@ -47,7 +47,17 @@ from protocol.crypto import (
 from protocol.transport import door_topic
 
 from .keys import SigningKey
-from .models import Door, DoorEntry, DoorVersion, Grant, Keycard, MqttOutbox, Person, Property
+from .models import (
+    CloudKey,
+    Door,
+    DoorEntry,
+    DoorVersion,
+    Grant,
+    Keycard,
+    MqttOutbox,
+    Person,
+    Property,
+)
 
 __all__ = [
     "BundleCache",
@@ -58,7 +68,10 @@ __all__ = [
     "doors_of_person",
     "entry_status",
     "property_of",
+    "queue_bundle",
+    "queue_rotations",
     "resync_person",
+    "rotation_frames",
 ]
 
 EntryKey = tuple[int, str]
@@ -380,3 +393,43 @@ def property_of(session: Session, door: Door) -> Property:
 def entry_status(encoded: bytes | None) -> int | None:
     """The status byte of a stored entry (None for a tombstone)."""
     return None if encoded is None else view_entry(encoded).status
+
+
+# --- catch-up bundles and key rotations for MQTT doors (used by cloud.mqtt_bridge) --------
+
+
+def queue_bundle(
+    session: Session,
+    door: Door,
+    base: int,
+    *,
+    key: SigningKey,
+    random: Callable[[int], bytes],
+    cache: BundleCache,
+) -> None:
+    """Queue the door's bundle from ``base`` to its current version, retained (§10)."""
+    frame = bundle_frame(session, door, base, key=key, random=random, cache=cache)
+    topic = door_topic(bytes.fromhex(door.id), "bundle")
+    session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
+
+
+def rotation_frames(session: Session, *, after: int) -> list[bytes]:
+    """The KEY_ROTATION frames introducing every epoch above ``after``, oldest first."""
+    rows = session.execute(
+        select(CloudKey.rotation)
+        .where(CloudKey.epoch > after, CloudKey.rotation.is_not(None))
+        .order_by(CloudKey.epoch)
+    ).scalars()
+    return [frame for frame in rows if frame is not None]
+
+
+def queue_rotations(session: Session, *, after: int, topic: str) -> int:
+    """Queue the rotations a lock at epoch ``after`` lacks, in order (§6.7); return how many.
+
+    Only the newest is retained, as ``topic`` holds the newest rotation (§10). Locks at
+    other epochs answer the older ones with KEY_ROTATION_ORDER and change nothing.
+    """
+    frames = rotation_frames(session, after=after)
+    for index, frame in enumerate(frames):
+        session.add(MqttOutbox(topic=topic, payload=frame, retain=index == len(frames) - 1))
+    return len(frames)
