@@ -88,15 +88,13 @@ class AuditEvent:
         """Build without validation, for a logger whose values are in range by construction
         (the lock's own hot path). Bytes from outside always go through the constructor."""
         event = object.__new__(cls)
-        for name, value in (
-            ("seq", seq),
-            ("time", time),
-            ("kind", kind),
-            ("reason", reason),
-            ("credential_id", credential_id),
-            ("detail", detail),
-        ):
-            object.__setattr__(event, name, value)
+        put = object.__setattr__
+        put(event, "seq", seq)
+        put(event, "time", time)
+        put(event, "kind", kind)
+        put(event, "reason", reason)
+        put(event, "credential_id", credential_id)
+        put(event, "detail", detail)
         return event
 
 

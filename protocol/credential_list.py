@@ -253,7 +253,7 @@ def view_entry(blob: bytes) -> EntryView:
     at = 2 + size
     status, valid_from, valid_until, count = _ENTRY_FIXED.unpack_from(blob, at)
     at += _ENTRY_FIXED.size
-    schedule = tuple(_WINDOW.iter_unpack(blob[at : at + 5 * count]))
+    schedule = tuple(_WINDOW.iter_unpack(blob[at : at + 5 * count])) if count else ()
     at += 5 * count
     card_key = blob[at : at + CARD_KEY_SIZE] if kind == CredentialKind.KEYCARD else b""
     return EntryView(
