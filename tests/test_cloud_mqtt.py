@@ -40,6 +40,7 @@ from cloud.models import AuditRecord, Door, DoorVersion, MqttOutbox
 from cloud.mqtt_bridge import BridgeConfig, MqttBridge
 from cloud.seed import seed_demo
 from cloud.service import CloudService
+from cloud.settings import CloudSettings
 from cloud.sync import BundleCache
 from controller.config import ControllerConfig
 from controller.identity import LockIdentity
@@ -290,6 +291,28 @@ def pending_doors(world: MqttWorld, person: str) -> tuple[str, tuple[str, ...]]:
     with world.service() as cloud:
         card = cloud.person_status(world.seed.people[person]).keycards[0]
     return card.status, card.pending_doors
+
+
+# --- units ---------------------------------------------------------------------------------
+
+
+def test_bridge_settings_subscriptions_and_backoff(tmp_path: Path) -> None:
+    settings = CloudSettings(
+        database_url=f"sqlite:///{tmp_path / 'cloud.db'}", mqtt_url="mqtt://broker.invalid:1884"
+    )
+    bridge = MqttBridge.from_settings(settings, client_id="cloud-test")
+    assert (bridge.host, bridge.port, bridge.client_id) == ("broker.invalid", 1884, "cloud-test")
+    assert bridge.subscriptions(shared=True)[0] == ("$share/cloud/latchsim/v1/doors/+/receipt", 1)
+    assert [t for t, _ in bridge.subscriptions(shared=False)] == [
+        f"latchsim/v1/doors/+/{leaf}" for leaf in ("receipt", "audit", "hello")
+    ]
+    config = BridgeConfig(reconnect_initial=0.1, reconnect_cap=1.0)
+    assert [config.reconnect_delay(n, 1.0) for n in range(5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert config.reconnect_delay(2, 0.0) == 0.2
+    with pytest.raises(ValueError, match="MQTT_URL"):
+        MqttBridge.from_settings(CloudSettings(database_url=settings.database_url, mqtt_url=None))
+    with pytest.raises(ValueError, match="share_group"):
+        BridgeConfig(share_group="a/b")
 
 
 # --- the flows ---------------------------------------------------------------------------
