@@ -87,16 +87,16 @@ class DoorChange:
 
 
 class BundleCache:
-    """Sealed bundles by (door, base, target), shared by every request of a process."""
+    """Sealed bundles by (door, base, target, signing-key epoch), shared within a process."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
-        self._frames: dict[tuple[str, int, int], bytes] = {}
+        self._frames: dict[tuple[str, int, int, int], bytes] = {}
 
-    def get(self, key: tuple[str, int, int]) -> bytes | None:
+    def get(self, key: tuple[str, int, int, int]) -> bytes | None:
         return self._frames.get(key)
 
-    def put(self, key: tuple[str, int, int], frame: bytes) -> None:
+    def put(self, key: tuple[str, int, int, int], frame: bytes) -> None:
         if len(self._frames) >= self.limit:
             self._frames.pop(next(iter(self._frames)))
         self._frames[key] = frame
@@ -329,7 +329,7 @@ def bundle_frame(
 ) -> bytes:
     """The sealed, signed bundle taking ``door`` from ``base`` to its current version."""
     base = base if 0 <= base < door.list_version else 0
-    cache_key = (door.id, base, door.list_version)
+    cache_key = (door.id, base, door.list_version, key.epoch)  # a rotation must re-sign
     frame = cache.get(cache_key)
     if frame is not None:
         return frame
