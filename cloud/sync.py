@@ -275,6 +275,7 @@ def _resync_door(
     session.flush()
     held = door_list(session, door)
     session.add(DoorVersion(door_id=door_id, version=door.list_version, digest=held.digest))
+    session.flush()  # bundle_frame reads the digest back instead of rebuilding the list
     if door.online:
         frame = bundle_frame(
             session, door, door.synced_version, key=key, random=random, cache=cache
@@ -348,7 +349,7 @@ def bundle_frame(
         door_public=x25519_public_from_bytes(door.sealing_public),
         base_version=base,
         target_version=door.list_version,
-        target_digest=door_list(session, door).digest,
+        target_digest=_current_digest(session, door),
         key_epoch=key.epoch,
         cloud_key=key.private,
         ephemeral=x25519_private_from_seed(random(32)),
@@ -356,6 +357,12 @@ def bundle_frame(
     frame = bundle.to_frame()
     cache.put(cache_key, frame)
     return frame
+
+
+def _current_digest(session: Session, door: Door) -> bytes:
+    """The digest recorded for the door's current version (recomputed only if missing)."""
+    recorded = session.get(DoorVersion, (door.id, door.list_version))
+    return recorded.digest if recorded is not None else door_list(session, door).digest
 
 
 def accept_receipt(session: Session, door: Door, payload: bytes) -> Receipt:
