@@ -153,7 +153,6 @@ def _load_state(path: Path) -> tuple[LockState, str]:
     state = LockState.replay(
         loaded.snapshot,
         loaded.transactions,
-        capacity=config.capacity,
         audit_capacity=config.audit_capacity,
     )
     return state, flash.stats().describe()

@@ -176,7 +176,7 @@ class Controller:
     ) -> tuple[Controller, list[Action]]:
         """Boot from flash: replay the snapshot and journal, then log the boot."""
         state = LockState.replay(
-            snapshot, transactions, capacity=config.capacity, audit_capacity=config.audit_capacity
+            snapshot, transactions, audit_capacity=config.audit_capacity
         )
         controller = cls(state, config, random=random)
         controller._since_snapshot = len(transactions)

@@ -37,7 +37,14 @@ from construct import (
     this,
 )
 
-from protocol import AuditEvent, AuditEventKind, CloudKeyState, CredentialList, ProtocolError
+from protocol import (
+    DEFAULT_LIMITS,
+    AuditEvent,
+    AuditEventKind,
+    CloudKeyState,
+    CredentialList,
+    ProtocolError,
+)
 from protocol._codec import parse_exact
 from protocol.audit import EventFormat
 from protocol.bundle import Change, decode_changes, encode_changes
@@ -388,14 +395,18 @@ class LockState:
 
     @classmethod
     def replay(
-        cls, snapshot: bytes, transactions: Iterable[bytes], *, capacity: int, audit_capacity: int
+        cls, snapshot: bytes, transactions: Iterable[bytes], *, audit_capacity: int
     ) -> LockState:
-        """The state after a snapshot and the transactions written after it."""
+        """The state after a snapshot and the transactions written after it.
+
+        List changes were checked against the lock's capacity when they were accepted;
+        replay re-checks only their digests (a lowered capacity must not brick a lock).
+        """
         state = cls.from_snapshot(snapshot, audit_capacity=audit_capacity)
         for txn in transactions:
             for record in decode_transaction(txn):
                 try:
-                    state.apply(record, capacity=max(capacity, len(state.held) + 100_000))
+                    state.apply(record, capacity=DEFAULT_LIMITS.max_list_entries)
                 except (ProtocolError, ValueError) as exc:
                     raise CorruptStateError(f"journal replay failed: {exc}") from None
         return state

@@ -397,7 +397,6 @@ class Flash:
         return LockState.replay(
             self.snapshot,
             self.transactions,
-            capacity=config.capacity,
             audit_capacity=config.audit_capacity,
         )
 

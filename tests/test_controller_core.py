@@ -943,7 +943,6 @@ def _durable_views_at_effects(rig: LockRig, actions: list[Action]) -> list[View]
             state = LockState.replay(
                 snapshot,
                 transactions,
-                capacity=rig.config.capacity,
                 audit_capacity=rig.config.audit_capacity,
             )
             views.append(View.of(state))

@@ -260,7 +260,7 @@ def test_power_cut_at_any_write_leaves_the_state_before_or_after_each_event() ->
 
 def _replay(snapshot: bytes, transactions: list[bytes], config: ControllerConfig) -> LockState:
     return LockState.replay(
-        snapshot, transactions, capacity=config.capacity, audit_capacity=config.audit_capacity
+        snapshot, transactions, audit_capacity=config.audit_capacity
     )
 
 
