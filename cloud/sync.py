@@ -20,7 +20,7 @@ target) so that every phone carries identical bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -38,7 +38,6 @@ from protocol import (
     seal_bundle,
 )
 from protocol.bundle import Change, Remove, Upsert
-from protocol.credential_list import view_entry
 from protocol.crypto import (
     ed25519_public_from_bytes,
     x25519_private_from_seed,
@@ -56,7 +55,6 @@ from .models import (
     Keycard,
     MqttOutbox,
     Person,
-    Property,
 )
 
 __all__ = [
@@ -66,8 +64,6 @@ __all__ = [
     "bundle_frame",
     "door_list",
     "doors_of_person",
-    "entry_status",
-    "property_of",
     "queue_bundle",
     "queue_rotations",
     "resync_person",
@@ -173,7 +169,6 @@ def resync_person(
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
-    extra_cards: Iterable[Keycard] = (),
 ) -> list[DoorChange]:
     """Bring every door's list in line with this person's grants and cards.
 
@@ -193,7 +188,6 @@ def resync_person(
             select(Keycard).where(Keycard.person_id == person_id).execution_options(**fresh)
         ).scalars()
     )
-    cards += [c for c in extra_cards if c not in cards]
     granted = doors_of_person(session, person_id)
     keys = [(int(CredentialKind.PERSON), person_id)] + [
         (int(CredentialKind.KEYCARD), c.uid) for c in cards
@@ -389,17 +383,6 @@ def accept_receipt(session: Session, door: Door, payload: bytes) -> Receipt:
     elif matches and receipt.list_version >= door.list_version:
         door.capacity_error = None
     return receipt
-
-
-def property_of(session: Session, door: Door) -> Property:
-    prop = session.get(Property, door.property_id)
-    assert prop is not None
-    return prop
-
-
-def entry_status(encoded: bytes | None) -> int | None:
-    """The status byte of a stored entry (None for a tombstone)."""
-    return None if encoded is None else view_entry(encoded).status
 
 
 # --- catch-up bundles and key rotations for MQTT doors (used by cloud.mqtt_bridge) --------
