@@ -81,6 +81,7 @@ _LEAF_BY_TYPE: Final[dict[int, str]] = {
 }
 _TYPE_OFFSET: Final = 3  # magic (2) | version (1) | type (1): §2.1
 _MAX_EXPONENT: Final = 64
+_CANCEL_RETRY_S: Final = 0.1
 _NO_DELAY: Final = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 """Nagle off: a PUBACK followed by an answer must not wait for the broker's delayed ACK."""
 
@@ -208,8 +209,11 @@ class MqttDoor:
         if announce_offline:
             with contextlib.suppress(aiomqtt.MqttError):  # a lost link: the will says it
                 await self._publish_raw(self.status_topic, OFFLINE, retain=True)
-        if self._session_task is not None:
-            self._session_task.cancel()
+        task = self._session_task
+        while task is not None and not task.done():
+            task.cancel()  # again if aiomqtt swallowed it (Python 3.11's wait_for can)
+            await asyncio.wait({task}, timeout=_CANCEL_RETRY_S)
+        if task is not None:
             await self._done.wait()
 
     async def feed(self, event: Event) -> None:

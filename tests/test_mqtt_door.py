@@ -364,6 +364,30 @@ async def test_timers_and_local_events_run_without_a_broker(lab: DoorLab) -> Non
     assert not running.door.connected.is_set()
 
 
+async def test_stop_returns_even_when_a_session_swallows_its_cancellation(lab: DoorLab) -> None:
+    """aiomqtt's disconnect (Python 3.11 ``wait_for``) can eat one cancel; stop() must repeat it."""
+    swallowed = asyncio.Event()
+
+    async def stubborn_session() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # the first cancel is lost, as in the race
+        await asyncio.Event().wait()  # only a second cancel ends this
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    running = await lab.start("127.0.0.1", closed_port)
+    running.door._session = stubborn_session  # type: ignore[method-assign]
+    async with asyncio.timeout(WAIT):
+        while running.door._session_task is None or running.door._session_task.done():
+            await asyncio.sleep(0.01)  # poll for the next attempt, which now never connects
+        await running.door.stop()
+        await running.task
+    assert swallowed.is_set()
+
+
 # --- against the broker ------------------------------------------------------------------
 
 
