@@ -3,9 +3,12 @@
 Theory of operation: every request runs in one database transaction.
 :func:`open_service` is a FastAPI dependency that opens it, hands the operation a
 :class:`~cloud.service.CloudService` (clock and randomness from the settings; the
-bundle cache and the self-activation failure counters shared by every request of
-the process) and commits when the operation returns or rolls back when it raises
-— before the response is sent, so a client never sees a success that was lost.
+bundle cache shared by every request of the process) and commits when the
+operation returns or rolls back when it raises — before the response is sent, so
+a client never sees a success that was lost. One refusal is committed instead: an
+error marked ``commit_before_raise`` (:class:`~cloud.errors.WrongCodeError`), whose
+transaction holds only the self-activation rate limit's rows: the failed attempt
+it must count. Nothing of the rate limit lives in the process: it is in the database.
 
 The bearer token of the ``Authorization`` header is looked up by its SHA-256
 (:func:`cloud.seed.token_hash`; the database never holds a usable token) in that
@@ -21,7 +24,6 @@ one is 401; a known token of the wrong role is 403. Each says what to do next.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -30,7 +32,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import ForbiddenError, UnauthenticatedError
+from .errors import CloudError, ForbiddenError, UnauthenticatedError
 from .models import Manager, Person, Phone, Token
 from .seed import token_hash
 from .service import CloudService
@@ -69,15 +71,11 @@ _HINTS: dict[str, str] = {
 
 @dataclass
 class ApiState:
-    """What every request of one app shares: settings, sessions, cache, rate-limit counters."""
+    """What every request of one app shares: settings, sessions and the bundle cache."""
 
     settings: CloudSettings
     sessions: sessionmaker[Session]
     cache: BundleCache = field(default_factory=BundleCache)
-    failed_codes: dict[str, list[int]] = field(default_factory=dict)
-    code_checks: threading.Lock = field(default_factory=threading.Lock)
-    """Held while a route checks an activation code: the counters are read, then written,
-    and parallel guesses must not slip through between the two."""
 
 
 @dataclass(frozen=True)
@@ -103,16 +101,21 @@ def api_state(request: Request) -> ApiState:
 
 
 def open_service(request: Request) -> Iterator[CloudService]:
-    """One transaction and one :class:`CloudService` per request (a FastAPI dependency)."""
+    """One transaction and one :class:`CloudService` per request (a FastAPI dependency).
+
+    Committed when the operation returns or raises an error marked
+    ``commit_before_raise``; otherwise closing the session rolls it back.
+    """
     state = api_state(request)
-    with state.sessions.begin() as session:
-        yield CloudService(
-            session,
-            state.settings.clock(),
-            state.settings.random,
-            state.cache,
-            state.failed_codes,
-        )
+    with state.sessions() as session:
+        session.begin()
+        try:
+            yield CloudService(session, state.settings.clock(), state.settings.random, state.cache)
+        except CloudError as exc:
+            if exc.commit_before_raise:
+                session.commit()
+            raise
+        session.commit()
 
 
 SharedState = Annotated[ApiState, Depends(api_state)]

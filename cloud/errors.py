@@ -3,6 +3,12 @@
 Theory of operation: every refusal is a :class:`CloudError` with an HTTP status, a
 short title and a reason a person can act on. The service raises them before it
 changes anything; the API turns them into ``application/problem+json``.
+
+A refusal's transaction is rolled back, except for an error class marked
+``commit_before_raise``: the request's transaction is committed, then the error
+answered. Only :class:`WrongCodeError` is, so that a wrong activation code counts
+against the rate limit; the service raises it having changed nothing but the rate
+limit's own rows (the new attempt, and expired ones deleted).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ __all__ = [
     "PortfolioRuleError",
     "RateLimitedError",
     "UnauthenticatedError",
+    "WrongCodeError",
 ]
 
 
@@ -24,6 +31,8 @@ class CloudError(Exception):
 
     status = 400
     title = "Bad request"
+    commit_before_raise = False
+    """True: the request's transaction is committed, not rolled back, before answering."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -32,6 +41,15 @@ class CloudError(Exception):
 
 class InvalidInputError(CloudError):
     status, title = 422, "Invalid input"
+
+
+class WrongCodeError(InvalidInputError):
+    """A wrong activation code (or card number): the same answer whichever was wrong.
+
+    Its transaction is committed: it holds the failed attempt the rate limit counts.
+    """
+
+    commit_before_raise = True
 
 
 class UnauthenticatedError(CloudError):

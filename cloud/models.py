@@ -12,6 +12,9 @@ derived by comparing an entry's ``changed_version`` with the door's
 Outboxes (:class:`MqttOutbox`, :class:`EmailOutbox`) are written in the same
 transaction as the change that causes them and drained by senders afterwards, so
 a crash between commit and send loses nothing.
+
+Wrong self-activation codes are rows too (:class:`CodeAttempt`), so their rate
+limit holds across restarts and across several server processes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "AuditRecord",
     "Base",
     "CloudKey",
+    "CodeAttempt",
     "Door",
     "DoorEntry",
     "DoorVersion",
@@ -128,6 +132,20 @@ class Person(Base):
     email: Mapped[str] = mapped_column(String(320))
     used_app: Mapped[bool] = mapped_column(Boolean, default=False)
     """True once the person has opened a door with the app (the first-use rule)."""
+
+
+class CodeAttempt(Base):
+    """A wrong self-activation code for a person, and when (the rate limit's memory).
+
+    Rows older than the rate-limit window are deleted when the person's next code is
+    checked (:meth:`cloud.service.CloudService.self_activate`).
+    """
+
+    __tablename__ = "code_attempt"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("person.id"), index=True)
+    at: Mapped[int] = mapped_column(U32)
+    """Unix seconds."""
 
 
 class Manager(Base):

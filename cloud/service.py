@@ -14,7 +14,18 @@ Rules (from the issue and ``../shared/DESIGN.md``):
   open belongs to the manager's portfolios; otherwise the person must
   self-activate with the code printed on the card.
 * Self-activation checks the code; wrong codes get one generic error and are
-  rate-limited per person.
+  rate-limited per person: after ``SELF_ACTIVATION_LIMIT`` wrong codes within
+  ``SELF_ACTIVATION_WINDOW_S``, every try is refused until the oldest leaves the
+  window. The wrong codes are rows (:class:`~cloud.models.CodeAttempt`), so the
+  limit holds across restarts and across server processes. A check locks the
+  person's row first (``SELECT … FOR NO KEY UPDATE``; on SQLite a no-op UPDATE
+  takes the database write lock, as :mod:`cloud.sync` does for doors), deletes the
+  person's attempts older than the window, counts the rest and, for a wrong code,
+  adds one and raises :class:`~cloud.errors.WrongCodeError`. That error is marked
+  ``commit_before_raise``: the request's transaction is committed rather than
+  rolled back, so the attempt survives the refusal, and the lock, held until that
+  commit, makes parallel guesses count one after another. Callers check the code
+  before changing anything, so that commit holds nothing but the attempt.
 * A lost card is revoked everywhere at once; the answer lists the doors that
   still accept it until they sync.
 * Status is derived from versions: an entry changed after a door's synced
@@ -30,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -58,10 +69,12 @@ from .errors import (
     NotFoundError,
     PortfolioRuleError,
     RateLimitedError,
+    WrongCodeError,
 )
 from .keys import SigningKey, current_key
 from .models import (
     AuditRecord,
+    CodeAttempt,
     Door,
     DoorEntry,
     EmailOutbox,
@@ -125,7 +138,6 @@ class CloudService:
     now: int
     random: Callable[[int], bytes]
     cache: BundleCache = field(default_factory=BundleCache)
-    failed_codes: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def key(self) -> SigningKey:
@@ -221,10 +233,10 @@ class CloudService:
         if manager_id is not None:
             self.check_portfolio_rule(manager_id, person_id)
         card = self._held(uid, person_id, "active", "deactivated")
+        if replacement is not None and manager_id is None:
+            self._check_code(person_id, replacement, replacement_code or "")
         card.state = "lost"
         if replacement is not None:
-            if manager_id is None:
-                self._check_code(person_id, replacement, replacement_code or "")
             new = self._assignable(replacement, person_id)
             new.person_id, new.state = person_id, "active"
         changes = self._resync(person_id)
@@ -247,18 +259,41 @@ class CloudService:
         return card
 
     def _check_code(self, person_id: str, uid: str, code: str) -> None:
-        self.person(person_id)
-        recent = [
-            t
-            for t in self.failed_codes.get(person_id, [])
-            if t > self.now - SELF_ACTIVATION_WINDOW_S
-        ]
-        if len(recent) >= SELF_ACTIVATION_LIMIT:
+        """Check a printed code under the person's rate limit (see the module docstring).
+
+        Call it before changing anything: a wrong code commits the transaction.
+        """
+        self._lock_person(person_id)
+        mine = CodeAttempt.person_id == person_id
+        since = self.now - SELF_ACTIVATION_WINDOW_S
+        self.session.execute(delete(CodeAttempt).where(mine, CodeAttempt.at <= since))
+        count = select(func.count()).select_from(CodeAttempt).where(mine)
+        if self.session.execute(count).scalar_one() >= SELF_ACTIVATION_LIMIT:
             raise RateLimitedError("too many wrong codes; wait 15 minutes and try again")
         card = self.session.get(Keycard, uid.lower())
         if card is None or not hmac.compare_digest(card.activation_code_hash, hash_code(code)):
-            self.failed_codes[person_id] = [*recent, self.now]
-            raise InvalidInputError("the card number or the activation code is not right")
+            self.session.add(CodeAttempt(person_id=person_id, at=self.now))
+            raise WrongCodeError("the card number or the activation code is not right")
+
+    def _lock_person(self, person_id: str) -> Person:
+        """Lock the person's row until the transaction ends (not found: 404).
+
+        ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync_person` locks it, so rows that
+        merely reference the person are not held up. pysqlite opens a transaction only
+        at the first write, so on SQLite a no-op UPDATE takes the database write lock.
+        """
+        if self.session.get_bind().dialect.name == "sqlite":
+            self.session.execute(
+                update(Person)
+                .where(Person.id == person_id)
+                .values(used_app=Person.used_app)
+                .execution_options(synchronize_session=False)
+            )
+        query = select(Person).where(Person.id == person_id).with_for_update(key_share=True)
+        person = self.session.execute(query).scalar_one_or_none()
+        if person is None:
+            raise NotFoundError(f"no person {person_id!r}")
+        return person
 
     def _resync(self, person_id: str) -> list[DoorChange]:
         return resync_person(

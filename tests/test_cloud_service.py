@@ -8,6 +8,7 @@ import pytest
 
 from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
 from cloud.models import Door, EmailOutbox, MqttOutbox
+from cloud.service import SELF_ACTIVATION_WINDOW_S
 from tests.cloud_world import CloudWorld, world_at
 
 
@@ -64,7 +65,8 @@ def test_self_activation_right_and_wrong_code_and_rate_limit(world: CloudWorld) 
                 cloud.self_activate(chloe, uid, "WRONG")
         with pytest.raises(RateLimitedError):
             cloud.self_activate(chloe, uid, code)
-        cloud.failed_codes.clear()
+    world.now += SELF_ACTIVATION_WINDOW_S  # the window passes
+    with world.service() as cloud:
         changes = cloud.self_activate(chloe, uid, code)
     assert len(changes) == 3  # Lofts entrance + Elm Court gate + bike room
 

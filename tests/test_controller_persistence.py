@@ -259,9 +259,7 @@ def test_power_cut_at_any_write_leaves_the_state_before_or_after_each_event() ->
 
 
 def _replay(snapshot: bytes, transactions: list[bytes], config: ControllerConfig) -> LockState:
-    return LockState.replay(
-        snapshot, transactions, audit_capacity=config.audit_capacity
-    )
+    return LockState.replay(snapshot, transactions, audit_capacity=config.audit_capacity)
 
 
 # --- corrupt flash --------------------------------------------------------------------------
