@@ -20,12 +20,16 @@ Everything it must not lose is in the database, so cloud processes may run side 
   plain, every cloud getting everything. Ingestion is idempotent either way: receipts
   only move a synced version forward, audit events are deduplicated by sequence number,
   a HELLO records health and queues frames a door may receive twice.
-* **One message, one transaction.** A message is decoded (§2.3) and handled by
-  :func:`ingest_receipt`, :func:`ingest_audit` or :func:`record_hello` on a fresh
-  :class:`~cloud.service.CloudService` in its own transaction, in the bridge's one
-  database thread (the event loop keeps serving the broker). A collision with another
-  cloud's transaction is retried. Forged (bad lock signature) and malformed frames are
-  logged, counted and ignored; no error ends the loop.
+* **A batch, one transaction.** A message is decoded (§2.3) and handled by
+  :func:`ingest_receipt`, :func:`ingest_audit` or :func:`record_hello` on a
+  :class:`~cloud.service.CloudService`, in the bridge's one database thread (the event
+  loop keeps serving the broker). What arrived while the last batch was being ingested
+  (up to ``ingest_batch`` messages, in arrival order) shares one transaction: a fan-out's
+  1,000 receipts commit in a few transactions, not 1,000. If any message of a batch
+  fails, the batch is rolled back and each message runs again in its own transaction, so
+  one bad message costs no other. A collision with another cloud's transaction is
+  retried. Forged (bad lock signature) and malformed frames are logged, counted and
+  ignored; no error ends the loop.
 * **Answers.** An audit batch gets a cloud-signed AUDIT_ACK on ``ack`` after its events
   are committed. A HELLO behind the door's list version queues a catch-up bundle from the
   version announced; one behind on key epoch queues the missing KEY_ROTATIONs in order.
@@ -53,7 +57,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 import aiomqtt
-from sqlalchemy import false, select, text, update
+from sqlalchemy import false, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,7 +77,7 @@ from protocol.transport import KEY_ROTATION_TOPIC, TOPIC_PREFIX, door_topic
 
 from .db import make_engine, session_factory
 from .errors import CloudError
-from .models import Door, MqttOutbox
+from .models import Door, DoorVersion, MqttOutbox
 from .service import CloudService
 from .settings import CloudSettings
 from .sync import BundleCache, queue_bundle, queue_rotations, rotation_frames
@@ -254,6 +258,8 @@ class BridgeConfig:
     """Seconds between outbox drains when nobody calls :meth:`MqttBridge.notify`."""
     batch: int = 500
     """Outbox rows published per drain transaction."""
+    ingest_batch: int = 200
+    """Inbound messages ingested per transaction at most (what has queued up meanwhile)."""
     max_inflight: int = 200
     max_queued_incoming: int = 10_000
     ack_repeat_s: float = 1.0
@@ -269,8 +275,8 @@ class BridgeConfig:
             raise ValueError("share_group must be a non-empty topic level without / + #")
         if not 0 < self.reconnect_initial <= self.reconnect_cap:
             raise ValueError("need 0 < reconnect_initial <= reconnect_cap")
-        if self.batch < 1 or self.poll_interval <= 0:
-            raise ValueError("batch must be >= 1 and poll_interval > 0")
+        if self.batch < 1 or self.ingest_batch < 1 or self.poll_interval <= 0:
+            raise ValueError("batch and ingest_batch must be >= 1 and poll_interval > 0")
 
     def reconnect_delay(self, failures: int, jitter: float) -> float:
         """Exponential, capped, with "equal jitter": in ``[d/2, d]`` for ``jitter`` in [0, 1]."""
@@ -452,6 +458,7 @@ class MqttBridge:
         async with self._new_client() as client:
             self._client = client
             drainer: asyncio.Task[None] | None = None
+            ingester: asyncio.Task[None] | None = None
             try:
                 shared = self.config.shared
                 if shared is None:
@@ -463,17 +470,22 @@ class MqttBridge:
                 self.counters.connects += 1
                 log.info("%s: connected to %s:%d", self.client_id, self.host, self.port)
                 drainer = asyncio.create_task(self._drain_loop(), name=f"{self.client_id} outbox")
+                inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(self.config.ingest_batch)
+                ingester = asyncio.create_task(
+                    self._ingest_loop(inbox), name=f"{self.client_id} ingest"
+                )
                 async for message in client.messages:
-                    await self._on_message(message)
+                    await inbox.put(message)  # waits while a full batch is being ingested
             finally:
                 self._client = None
                 self.ready.clear()
                 for send in self._sends:
                     send.cancel()
-                if drainer is not None:
-                    drainer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await drainer
+                for task in (drainer, ingester):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
 
     def subscriptions(self, shared: bool) -> list[tuple[str, int]]:
         """The topic filters the bridge subscribes to, all at QoS 1."""
@@ -554,49 +566,80 @@ class MqttBridge:
 
     # --- inbound ---------------------------------------------------------------------------
 
-    async def _on_message(self, message: aiomqtt.Message) -> None:
-        """Decode, ingest in one transaction, answer; count every outcome, raise nothing."""
-        try:
-            await self._dispatch(message)
-        except AuthenticationError as exc:
-            self.counters.forged += 1
-            log.warning("%s: refused a forged frame on %s: %s", self.client_id, message.topic, exc)
-        except (ProtocolError, CloudError) as exc:
-            self.counters.refused += 1
-            log.info("%s: refused a frame on %s: %s", self.client_id, message.topic, exc)
-        except aiomqtt.MqttError:
-            raise  # the link is gone: end the session
-        except Exception as exc:
-            self._count_error(exc, f"message on {message.topic}")
-        finally:
-            self._pulse()
+    async def _ingest_loop(self, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Ingest what has arrived, a batch per transaction, in arrival order, forever."""
+        while True:
+            messages = [await inbox.get()]
+            while len(messages) < self.config.ingest_batch and not inbox.empty():
+                messages.append(inbox.get_nowait())
+            try:
+                await self._ingest(messages)
+            except Exception as exc:  # the database, say: these messages are lost, not the loop
+                self._count_error(exc, f"ingesting {len(messages)} messages")
+            finally:
+                self._pulse()
 
-    async def _dispatch(self, message: aiomqtt.Message) -> None:
+    async def _ingest(self, messages: Sequence[aiomqtt.Message]) -> None:
+        """Decode each message, ingest the batch in one transaction, then answer each."""
+        works: list[_Work] = []
+        for message in messages:
+            try:
+                work = self._work_for(message)
+            except Exception as exc:
+                self._refuse(exc, message.topic.value)
+            else:
+                if work is not None:
+                    works.append(work)
+        if not works:
+            return
+        outcomes = await self._off_loop(self._run_batch, works)
+        for work, outcome in zip(works, outcomes, strict=True):
+            try:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                work.done(outcome)
+            except Exception as exc:
+                self._refuse(exc, work.topic)
+
+    def _refuse(self, exc: BaseException, topic: str) -> None:
+        """Count and log a message that could not be ingested (nothing of it was stored)."""
+        if isinstance(exc, AuthenticationError):
+            self.counters.forged += 1
+            log.warning("%s: refused a forged frame on %s: %s", self.client_id, topic, exc)
+        elif isinstance(exc, ProtocolError | CloudError):
+            self.counters.refused += 1
+            log.info("%s: refused a frame on %s: %s", self.client_id, topic, exc)
+        else:
+            self._count_error(exc, f"message on {topic}")
+
+    def _work_for(self, message: aiomqtt.Message) -> _Work | None:
+        """The ingestion a message asks for, or None for an empty payload (§2.3 decoded)."""
         parsed = _TOPIC.match(message.topic.value)
         data = message.payload
         if parsed is None or not isinstance(data, bytes | bytearray) or not data:
             self.counters.ignored += 1  # an empty payload clears a retained topic
-            return
+            return None
         door_id, leaf = parsed[1], parsed[2]
         _, message_type, payload = decode_frame(bytes(data))
         if message_type != _EXPECTED_TYPE[leaf]:
             raise _WrongType(f"a {leaf} topic carried frame type {message_type:#04x}")
+        topic = message.topic.value
         if leaf == "receipt":
-            await self._on_receipt(door_id, payload)
-        elif leaf == "audit":
-            await self._on_audit(door_id, payload)
-        else:
-            await self._on_hello(door_id, payload, retained=bool(message.retain))
+            return _Work(topic, ingest_receipt, (door_id, payload), {}, self._on_receipt)
+        if leaf == "audit":
+            done = functools.partial(self._on_audit, door_id)
+            return _Work(topic, ingest_audit, (door_id, payload), {}, done)
+        options = {"live": not message.retain, "rotation_topic": self.config.key_rotation_topic}
+        return _Work(topic, record_hello, (door_id, payload), options, self._on_hello)
 
-    async def _on_receipt(self, door_id: str, payload: bytes) -> None:
-        receipt = await self._transaction(ingest_receipt, door_id, payload)
+    def _on_receipt(self, receipt: Receipt) -> None:
         self.counters.receipts += 1
         if receipt.status is ReceiptStatus.BASE_VERSION:
             self.counters.catch_ups += 1
             self.notify()
 
-    async def _on_audit(self, door_id: str, payload: bytes) -> None:
-        ack, gap = await self._transaction(ingest_audit, door_id, payload)
+    def _on_audit(self, door_id: str, outcome: tuple[AuditAck, bool]) -> None:
+        ack, gap = outcome
         self.counters.audits += 1
         self.counters.audit_gaps += gap
         if self._ack_repeats(door_id, ack.up_to_seq):
@@ -618,11 +661,7 @@ class MqttBridge:
         self._acks[door_id] = (up_to_seq, now)  # bounded: one entry per verified door
         return False
 
-    async def _on_hello(self, door_id: str, payload: bytes, *, retained: bool) -> None:
-        topic = self.config.key_rotation_topic
-        outcome = await self._transaction(
-            record_hello, door_id, payload, live=not retained, rotation_topic=topic
-        )
+    def _on_hello(self, outcome: HelloOutcome) -> None:
         self.counters.hellos += 1
         self.counters.catch_ups += outcome.catch_up_base is not None
         self.counters.rotations += outcome.rotations
@@ -680,10 +719,68 @@ class MqttBridge:
                 log.info("%s: retrying a transaction: %s", self.client_id, exc.orig)
         raise AssertionError("unreachable")
 
+    def _run_batch(self, works: Sequence[_Work]) -> list[object]:
+        """Each work's result (or the exception it raised), committed together when all succeed.
+
+        One transaction for the batch is what makes a fan-out's receipts cheap. Should any
+        work raise (a forged frame, say), the batch is rolled back whole and every work is
+        run again in its own transaction, so one bad message cannot cost the others.
+        """
+        if len(works) > 1:
+            try:
+                return self._run_together(works)
+            except Exception as exc:
+                log.debug("%s: a batch of %d failed (%s)", self.client_id, len(works), exc)
+        outcomes: list[object] = []
+        for w in works:
+            try:
+                outcomes.append(self._run_transaction(w.fn, *w.args, **w.kwargs))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _run_together(self, works: Sequence[_Work]) -> list[object]:
+        with self.sessions.begin() as session:
+            cloud = CloudService(session, self.clock(), self.random, self.cache)
+            loaded = _prefetch(session, works)  # held: the identity map keeps weak refs
+            outcomes: list[object] = [w.fn(cloud, *w.args, **w.kwargs) for w in works]
+            del loaded
+        return outcomes
+
     def _count_error(self, exc: BaseException, what: str) -> None:
         self.counters.errors += 1
         self.counters.last_error = exc
         log.error("%s: %s failed", self.client_id, what, exc_info=exc)
+
+
+def _prefetch(session: Session, works: Sequence[_Work]) -> list[object]:
+    """Load the batch's doors and receipted versions in two queries instead of two per message.
+
+    Every work's first argument is its door id. Rows land in the session's identity map, so
+    the ingestion functions' ``session.get`` finds them without a query.
+    """
+    door_ids = {w.args[0] for w in works}
+    versions: set[tuple[str, int]] = set()
+    for w in works:
+        if w.fn is ingest_receipt:
+            with contextlib.suppress(ProtocolError):  # unverified: only to know what to load
+                versions.add((w.args[0], Receipt.from_bytes(w.args[1]).list_version))
+    loaded: list[object] = list(session.scalars(select(Door).where(Door.id.in_(door_ids))))
+    if versions:
+        key = tuple_(DoorVersion.door_id, DoorVersion.version)
+        loaded += session.scalars(select(DoorVersion).where(key.in_(versions)))
+    return loaded
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One inbound message's ingestion: ``fn(cloud, *args, **kwargs)``, then ``done(result)``."""
+
+    topic: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    done: Callable[[Any], None]
 
 
 class _WrongType(ProtocolError):

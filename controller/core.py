@@ -509,7 +509,11 @@ class Controller:
         if outcome.changed:
             self._record(
                 ListChanged(
-                    outcome.held.version, outcome.held.digest, self.lock_time(now), outcome.changes
+                    outcome.held.version,
+                    outcome.held.digest,
+                    self.lock_time(now),
+                    outcome.changes,
+                    outcome.encoded_changes,
                 )
             )
             self._log(now, AuditEventKind.BUNDLE_APPLIED, detail=outcome.held.version)

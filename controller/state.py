@@ -19,7 +19,7 @@ import dataclasses
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from construct import (
@@ -89,6 +89,8 @@ class ListChanged:
     digest: bytes
     changed_at: int
     changes: tuple[Change, ...]
+    encoded_changes: bytes = field(default=b"", compare=False, repr=False)
+    """``changes`` canonically encoded, when the caller has it (saves re-encoding)."""
 
 
 @dataclass(slots=True)
@@ -203,7 +205,7 @@ def _record_body(record: Record) -> dict[str, Any]:
             "version": record.version,
             "digest": record.digest,
             "changed_at": record.changed_at,
-            "changes": encode_changes(record.changes),
+            "changes": record.encoded_changes or encode_changes(record.changes),
         }
     if isinstance(record, AuditAppended):
         return record.event.to_container()

@@ -54,6 +54,7 @@ __all__ = [
     "decode_changes",
     "decrypt_changes",
     "encode_changes",
+    "open_changes",
     "seal_bundle",
     "verify_bundle",
 ]
@@ -237,7 +238,11 @@ def decrypt_changes(
     bundle: SealedBundle, *, door_private: X25519PrivateKey, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Change, ...]:
     """Lock side, step 2: open the sealed changes (AuthenticationError if not ours)."""
-    plaintext = open_sealed(
+    return decode_changes(open_changes(bundle, door_private=door_private), limits=limits)
+
+
+def open_changes(bundle: SealedBundle, *, door_private: X25519PrivateKey) -> bytes:
+    """The canonical plaintext of the sealed changes (AuthenticationError if not ours)."""
+    return open_sealed(
         door_private, bundle.ephemeral_public, bundle.ciphertext, bundle.associated_data()
     )
-    return decode_changes(plaintext, limits=limits)

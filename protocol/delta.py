@@ -27,7 +27,8 @@ from .bundle import (
     Remove,
     SealedBundle,
     Upsert,
-    decrypt_changes,
+    decode_changes,
+    open_changes,
     seal_bundle,
     verify_bundle,
 )
@@ -85,6 +86,8 @@ class ApplyOutcome:
     bundle: SealedBundle
     changes: tuple[Change, ...] = ()
     """The decrypted changes (empty for the idempotent no-op)."""
+    encoded_changes: bytes = b""
+    """Their canonical encoding, as decrypted (a journal stores it without re-encoding)."""
 
 
 def apply_bundle(
@@ -110,11 +113,14 @@ def apply_bundle(
         return _same_or_rollback(current, bundle)
     if current.version < bundle.base_version:
         raise BaseVersionError(current.version, bundle.base_version, bundle.target_version)
-    changes = decrypt_changes(bundle, door_private=door_private, limits=limits)
+    plaintext = open_changes(bundle, door_private=door_private)
+    changes = decode_changes(plaintext, limits=limits)
     result = apply_changes(current, changes, version=bundle.target_version, capacity=capacity)
     if result.digest != bundle.target_digest:
         raise DigestMismatchError("the resulting list does not match the signed target digest")
-    return ApplyOutcome(held=result, changed=True, bundle=bundle, changes=changes)
+    return ApplyOutcome(
+        held=result, changed=True, bundle=bundle, changes=changes, encoded_changes=plaintext
+    )
 
 
 def _same_or_rollback(current: CredentialList, bundle: SealedBundle) -> ApplyOutcome:
