@@ -1,8 +1,9 @@
 """Database engines: SQLite by default, PostgreSQL via ``DATABASE_URL``.
 
 Theory of operation: :func:`make_engine` turns a URL into a SQLAlchemy engine
-configured for the cloud (SQLite: foreign keys on, a busy timeout so concurrent
-writers wait instead of failing; PostgreSQL through psycopg 3). The schema is
+configured for the cloud (SQLite: foreign keys on, WAL, and every transaction begun
+IMMEDIATE with a busy timeout, so concurrent transactions wait instead of failing;
+PostgreSQL through psycopg 3). The schema is
 created by :func:`create_schema` (tests, demo) or by Alembic migrations
 (``door-cloud migrate``).
 """
@@ -39,8 +40,11 @@ def make_engine(url: str | None = None) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # pysqlite's own transaction handling off (isolation_level=None); _begin_immediate
+        # starts each transaction instead.
+        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -50,6 +54,18 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    """Start every SQLite transaction holding the write lock (``BEGIN IMMEDIATE``).
+
+    A deferred transaction that read first (a bearer-token lookup, say) and writes later
+    fails at once with SQLITE_BUSY when another connection wrote in between (the busy
+    timeout does not apply: its snapshot is stale). Taking the lock at BEGIN makes
+    concurrent transactions wait their turn instead; WAL readers outside a transaction
+    are not held up. SQLite thus runs one transaction at a time: use PostgreSQL for load.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_schema(engine: Engine) -> None:

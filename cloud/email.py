@@ -296,9 +296,16 @@ class EmailSender:
             await asyncio.to_thread(session.close)
 
     def _claim(self, session: Session, row_id: int) -> EmailOutbox | None:
-        """Lock the row for this transaction (skipping it if another sender holds it)."""
+        """Lock the row for this transaction (skipping it if another sender holds it).
+
+        On SQLite, which has no row locks (one sender per database), the transaction ends
+        here instead: it would hold the database's write lock while SMTP answers.
+        """
         query = select(EmailOutbox).where(EmailOutbox.id == row_id, EmailOutbox.sent.is_(False))
-        return session.scalars(query.with_for_update(skip_locked=True)).first()
+        row = session.scalars(query.with_for_update(skip_locked=True)).first()
+        if session.get_bind().dialect.name == "sqlite":
+            session.commit()
+        return row
 
     def _mark_sent(self, session: Session, row: EmailOutbox) -> None:
         """The row's own transaction: sent, with the attempt counted."""

@@ -224,15 +224,24 @@ class OutboxRow(NamedTuple):
 
 
 def claim_unsent(session: Session, limit: int) -> list[OutboxRow] | None:
-    """The oldest unsent rows in id order; None while another cloud drains (PostgreSQL)."""
-    if session.get_bind().dialect.name == "postgresql":
+    """The oldest unsent rows in id order; None while another cloud drains (PostgreSQL).
+
+    On PostgreSQL the transaction stays open, holding the drain's advisory lock until
+    :func:`_mark_sent` commits. On SQLite it ends here: every SQLite transaction holds the
+    database's write lock (:func:`cloud.db.make_engine`), which must not wait on the broker.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
         query = text("SELECT pg_try_advisory_xact_lock(:key)")
         if not session.execute(query, {"key": _OUTBOX_LOCK}).scalar_one():
             return None
     rows = session.execute(
         select(MqttOutbox).where(MqttOutbox.sent == false()).order_by(MqttOutbox.id).limit(limit)
     ).scalars()
-    return [OutboxRow(r.id, r.topic, bytes(r.payload), r.retain) for r in rows]
+    claimed = [OutboxRow(r.id, r.topic, bytes(r.payload), r.retain) for r in rows]
+    if not postgres:
+        session.commit()
+    return claimed
 
 
 def _mark_sent(session: Session, ids: list[int]) -> None:

@@ -93,6 +93,7 @@ from .sync import (
     accept_receipt,
     bundle_frame,
     doors_of_person,
+    openable_doors,
     resync_person,
 )
 
@@ -172,37 +173,42 @@ class CloudService:
 
     # --- rules ------------------------------------------------------------------------
 
-    def check_portfolio_rule(self, manager_id: str, person_id: str) -> None:
-        """Refuse unless every door the person can open is in the manager's portfolios."""
+    def check_portfolio_rule(self, manager_id: str, person_id: str) -> Manager:
+        """Refuse unless every door the person can open is in the manager's portfolios.
+
+        Returns the manager, for the email that tells the person what was done for them.
+        """
+        manager = self._get(Manager, manager_id, "manager")
         mine = self.manager_portfolios(manager_id)
-        doors = [self.door(d) for d in doors_of_person(self.session, person_id)]
-        if not any(self.portfolio_of_door(d) in mine for d in doors):
+        doors = openable_doors(self.session, person_id)
+        if not any(portfolio in mine for _, _, portfolio in doors):
             raise NotFoundError(f"no person {person_id!r} in your portfolios")
-        outside = sorted({d.name for d in doors if self.portfolio_of_door(d) not in mine})
+        outside = sorted({name for _, name, portfolio in doors if portfolio not in mine})
         if outside:
             raise PortfolioRuleError(
                 f"this person can also open doors outside your portfolios ({', '.join(outside)}), "
                 "so you cannot change their keycard; they must self-activate or self-deactivate "
                 "it with the code printed on the card"
             )
+        return manager
 
     # --- keycard lifecycle ------------------------------------------------------------
 
     def activate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         """A manager activates ``uid`` for ``person_id`` (portfolio rule applies)."""
-        self.check_portfolio_rule(manager_id, person_id)
+        manager = self.check_portfolio_rule(manager_id, person_id)
         card = self._assignable(uid, person_id)
         card.person_id, card.state = person_id, "active"
         changes = self._resync(person_id)
-        self._email(person_id, "activated", card.uid, manager_id)
+        self._email(self.person(person_id), "activated", card.uid, manager)
         return changes
 
     def deactivate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
-        self.check_portfolio_rule(manager_id, person_id)
+        manager = self.check_portfolio_rule(manager_id, person_id)
         card = self._held(uid, person_id, "active")
         card.state = "deactivated"
         changes = self._resync(person_id)
-        self._email(person_id, "deactivated", card.uid, manager_id)
+        self._email(self.person(person_id), "deactivated", card.uid, manager)
         return changes
 
     def self_activate(self, person_id: str, uid: str, code: str) -> list[DoorChange]:
@@ -300,8 +306,7 @@ class CloudService:
             self.session, person_id, key=self.key, random=self.random, cache=self.cache
         )
 
-    def _email(self, person_id: str, what: str, uid: str, manager_id: str) -> None:
-        person, manager = self.person(person_id), self._get(Manager, manager_id, "manager")
+    def _email(self, person: Person, what: str, uid: str, manager: Manager) -> None:
         token = self.random(12).hex()
         self.session.add(
             EmailOutbox(

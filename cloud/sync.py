@@ -9,7 +9,7 @@ list differs, bumps the door's version exactly once, writes the changed entries
 with that version, records the new list digest, and — for an online door —
 queues the bundle in the MQTT outbox in the same transaction.
 
-Each door row is locked before its entries are read (:func:`_lock_door`:
+Each door row is locked before its entries are read (:func:`_lock_doors`,
 ``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite a no-op UPDATE takes the
 database write lock, since pysqlite opens a transaction only at the first write)
 and re-read past the session's identity map, so two concurrent changes never
@@ -21,9 +21,10 @@ target) so that every phone carries identical bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
-from sqlalchemy import select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -38,6 +39,7 @@ from protocol import (
     seal_bundle,
 )
 from protocol.bundle import Change, Remove, Upsert
+from protocol.credential_list import CredentialKey
 from protocol.crypto import (
     ed25519_public_from_bytes,
     x25519_private_from_seed,
@@ -55,6 +57,7 @@ from .models import (
     Keycard,
     MqttOutbox,
     Person,
+    Property,
 )
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "bundle_frame",
     "door_list",
     "doors_of_person",
+    "openable_doors",
     "queue_bundle",
     "queue_rotations",
     "resync_person",
@@ -82,20 +86,83 @@ class DoorChange:
     version: int
 
 
+FrameKey = tuple[str, int, int, int]
+"""A sealed bundle's cache key: (door id, base version, target version, signing-key epoch)."""
+
+
 class BundleCache:
-    """Sealed bundles by (door, base, target, signing-key epoch), shared within a process."""
+    """What a process keeps between transactions: sealed bundles and each door's newest list.
 
-    def __init__(self, limit: int = 10_000) -> None:
-        self.limit = limit
-        self._frames: dict[tuple[str, int, int, int], bytes] = {}
+    Bundles are kept by :data:`FrameKey`, so every phone carries identical bytes; lists by
+    door, at the version they were built for. Both are kept only once the transaction that
+    made them has committed: until then they are visible to that transaction alone, and a
+    rollback forgets them. (A rolled-back version number is reused by the next change with
+    other content, so a bundle or list kept from it would be wrong.) A door another process
+    moved on is simply rebuilt, since its version no longer matches.
+    """
 
-    def get(self, key: tuple[str, int, int, int]) -> bytes | None:
-        return self._frames.get(key)
+    def __init__(self, limit: int = 10_000, list_limit: int = 256) -> None:
+        self.limit, self.list_limit = limit, list_limit
+        self._frames: dict[FrameKey, bytes] = {}
+        self._lists: dict[str, CredentialList] = {}
 
-    def put(self, key: tuple[str, int, int, int], frame: bytes) -> None:
-        if len(self._frames) >= self.limit:
-            self._frames.pop(next(iter(self._frames)))
-        self._frames[key] = frame
+    def frame(self, session: Session, key: FrameKey) -> bytes | None:
+        """The sealed bundle for ``key`` made by ``session`` or by a committed transaction."""
+        return self._pending(session).frames.get(key) or self._frames.get(key)
+
+    def keep_frame(self, session: Session, key: FrameKey, frame: bytes) -> None:
+        """Keep ``frame`` for ``key`` once ``session`` commits."""
+        self._pending(session).frames[key] = frame
+
+    def list_at(self, session: Session, door_id: str, version: int) -> CredentialList | None:
+        """The door's list at ``version`` if ``session`` or a committed transaction built it."""
+        held = self._pending(session).lists.get(door_id) or self._lists.get(door_id)
+        return held if held is not None and held.version == version else None
+
+    def keep_list(self, session: Session, door_id: str, held: CredentialList) -> None:
+        """Keep ``held`` as the door's list once ``session`` commits."""
+        self._pending(session).lists[door_id] = held
+
+    def _pending(self, session: Session) -> _Pending:
+        pending: _Pending | None = session.info.get(_PENDING)
+        if pending is None or pending.cache is not self:
+            pending = session.info[_PENDING] = _Pending(self)
+            event.listen(session, "after_commit", _commit_pending, once=True)
+            event.listen(session, "after_soft_rollback", _drop_pending, once=True)
+        return pending
+
+    def _commit(self, pending: _Pending) -> None:
+        for key, frame in pending.frames.items():
+            if len(self._frames) >= self.limit:
+                self._frames.pop(next(iter(self._frames)))
+            self._frames[key] = frame
+        for door_id, held in pending.lists.items():
+            self._lists.pop(door_id, None)
+            if len(self._lists) >= self.list_limit:
+                self._lists.pop(next(iter(self._lists)))
+            self._lists[door_id] = held
+
+
+@dataclass
+class _Pending:
+    """What one transaction made, kept by its session until it commits."""
+
+    cache: BundleCache
+    frames: dict[FrameKey, bytes] = field(default_factory=dict)
+    lists: dict[str, CredentialList] = field(default_factory=dict)
+
+
+_PENDING: Final = "latchsim.bundle_cache"
+
+
+def _commit_pending(session: Session) -> None:
+    pending: _Pending | None = session.info.pop(_PENDING, None)
+    if pending is not None:
+        pending.cache._commit(pending)
+
+
+def _drop_pending(session: Session, _previous: object) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def doors_of_person(session: Session, person_id: str) -> dict[str, Grant]:
@@ -106,6 +173,21 @@ def doors_of_person(session: Session, person_id: str) -> dict[str, Grant]:
         for door_id in _doors_of_grant(session, grant):
             doors.setdefault(door_id, grant)
     return doors
+
+
+def openable_doors(session: Session, person_id: str) -> list[tuple[str, str, str]]:
+    """``(door id, door name, portfolio id)`` of every door the person's grants cover."""
+    grants = select(Grant).where(Grant.person_id == person_id).subquery()
+    covered = or_(
+        Door.id.in_(select(grants.c.door_id).where(grants.c.door_id.is_not(None))),
+        Door.property_id.in_(select(grants.c.property_id).where(grants.c.door_id.is_(None))),
+    )
+    rows = session.execute(
+        select(Door.id, Door.name, Property.portfolio_id)
+        .join(Property, Property.id == Door.property_id)
+        .where(covered)
+    )
+    return [(door_id, name, portfolio) for door_id, name, portfolio in rows]
 
 
 def _doors_of_grant(session: Session, grant: Grant) -> list[str]:
@@ -192,72 +274,54 @@ def resync_person(
     keys = [(int(CredentialKind.PERSON), person_id)] + [
         (int(CredentialKind.KEYCARD), c.uid) for c in cards
     ]
-    holding = _doors_holding(session, keys)
-    changes = []
-    for door_id in sorted(set(granted) | holding):
-        change = _resync_door(
-            session,
-            door_id,
-            person,
-            granted.get(door_id),
-            cards,
-            keys,
-            key=key,
-            random=random,
-            cache=cache,
+    doors = _lock_doors(session, sorted(set(granted) | _doors_holding(session, keys)))
+    if not doors:
+        return []
+    rows: dict[str, dict[EntryKey, DoorEntry]] = {door.id: {} for door in doors}
+    for row in session.scalars(
+        select(DoorEntry).where(
+            DoorEntry.door_id.in_(rows), DoorEntry.credential_id.in_([cid for _, cid in keys])
         )
-        if change is not None:
-            changes.append(change)
-    return changes
+    ):
+        rows[row.door_id][(row.kind, row.credential_id)] = row
+    changed: list[_DoorDiff] = []
+    for door in doors:
+        held = rows[door.id]
+        present = {k for k, r in held.items() if r.encoded is not None}
+        want = _desired(person, granted.get(door.id), cards, present)
+        diff = {k: v for k, v in want.items() if (held[k].encoded if k in held else None) != v}
+        if diff:
+            changed.append(_bump(session, door, diff, held, cache))
+    _queue_bundles(session, [c for c in changed if c.door.online], key, random, cache)
+    return [DoorChange(c.door.id, c.door.list_version) for c in changed]
 
 
-def _doors_holding(session: Session, keys: list[EntryKey]) -> set[str]:
-    doors: set[str] = set()
-    for kind, cid in keys:
-        rows = session.execute(
-            select(DoorEntry.door_id).where(
-                DoorEntry.kind == kind,
-                DoorEntry.credential_id == cid,
-                DoorEntry.encoded.is_not(None),
-            )
-        )
-        doors.update(rows.scalars())
-    return doors
+@dataclass
+class _DoorDiff:
+    """One door's new version: the entries that changed and the list they make."""
+
+    door: Door
+    upserts: list[Credential]
+    removals: list[CredentialKey]
+    held: CredentialList
 
 
-def _resync_door(
+def _bump(
     session: Session,
-    door_id: str,
-    person: Person,
-    grant: Grant | None,
-    cards: list[Keycard],
-    keys: list[EntryKey],
-    *,
-    key: SigningKey,
-    random: Callable[[int], bytes],
+    door: Door,
+    diff: dict[EntryKey, bytes | None],
+    rows: dict[EntryKey, DoorEntry],
     cache: BundleCache,
-) -> DoorChange | None:
-    door = _lock_door(session, door_id)
-    rows = {
-        (r.kind, r.credential_id): r
-        for r in session.execute(
-            select(DoorEntry).where(
-                DoorEntry.door_id == door_id, DoorEntry.credential_id.in_([cid for _, cid in keys])
-            )
-        ).scalars()
-    }
-    present = {k for k, r in rows.items() if r.encoded is not None}
-    want = _desired(person, grant, cards, present)
-    diff = {k: v for k, v in want.items() if (rows[k].encoded if k in rows else None) != v}
-    if not diff:
-        return None
+) -> _DoorDiff:
+    """Move ``door`` one version on by ``diff``: entries, version row and the new list."""
+    base_list = cache.list_at(session, door.id, door.list_version) or door_list(session, door)
     door.list_version += 1
     for entry_key, encoded in diff.items():
         row = rows.get(entry_key)
         if row is None:
             session.add(
                 DoorEntry(
-                    door_id=door_id,
+                    door_id=door.id,
                     kind=entry_key[0],
                     credential_id=entry_key[1],
                     encoded=encoded,
@@ -266,37 +330,87 @@ def _resync_door(
             )
         else:
             row.encoded, row.changed_version = encoded, door.list_version
-    session.flush()
-    held = door_list(session, door)
-    session.add(DoorVersion(door_id=door_id, version=door.list_version, digest=held.digest))
-    session.flush()  # bundle_frame reads the digest back instead of rebuilding the list
-    if door.online:
+    upserts = [Credential.from_encoded(e) for e in diff.values() if e is not None]
+    removals = [(kind, bytes.fromhex(cid)) for (kind, cid), e in diff.items() if e is None]
+    held = base_list.with_changes(version=door.list_version, upserts=upserts, removals=removals)
+    session.add(DoorVersion(door_id=door.id, version=door.list_version, digest=held.digest))
+    cache.keep_list(session, door.id, held)
+    return _DoorDiff(door, upserts, removals, held)
+
+
+def _queue_bundles(
+    session: Session,
+    changed: list[_DoorDiff],
+    key: SigningKey,
+    random: Callable[[int], bytes],
+    cache: BundleCache,
+) -> None:
+    """Seal each online door's bundle from its synced version into the MQTT outbox.
+
+    A door in sync needs exactly this change; the entries of doors further behind are
+    read in one query for all of them.
+    """
+    behind = [c.door.id for c in changed if c.door.synced_version != c.door.list_version - 1]
+    missed: dict[str, list[Change]] = {door_id: [] for door_id in behind}
+    if behind:
+        query = (
+            select(DoorEntry)
+            .join(Door, Door.id == DoorEntry.door_id)
+            .where(DoorEntry.door_id.in_(behind), DoorEntry.changed_version > Door.synced_version)
+        )
+        for row in session.scalars(query):
+            missed[row.door_id].append(_change_of(row))
+    for c in changed:
+        door = c.door
+        known = missed.get(door.id) or [
+            *map(Upsert, c.upserts),
+            *(Remove(CredentialKind(kind), cid) for kind, cid in c.removals),
+        ]
         frame = bundle_frame(
-            session, door, door.synced_version, key=key, random=random, cache=cache
+            session,
+            door,
+            door.synced_version,
+            key=key,
+            random=random,
+            cache=cache,
+            known=(known, c.held.digest),
         )
-        session.add(
-            MqttOutbox(
-                topic=door_topic(bytes.fromhex(door_id), "bundle"), payload=frame, retain=True
-            )
-        )
-    return DoorChange(door_id, door.list_version)
+        topic = door_topic(bytes.fromhex(door.id), "bundle")
+        session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
 
 
-def _lock_door(session: Session, door_id: str) -> Door:
-    """Lock the door's row for this transaction and read it fresh.
+def _change_of(row: DoorEntry) -> Change:
+    if row.encoded is not None:
+        return Upsert(Credential.from_encoded(row.encoded))
+    return Remove(CredentialKind(row.kind), bytes.fromhex(row.credential_id))
+
+
+def _doors_holding(session: Session, keys: list[EntryKey]) -> set[str]:
+    """Doors whose list holds any of ``keys`` (one query)."""
+    held = or_(*((DoorEntry.kind == kind) & (DoorEntry.credential_id == cid) for kind, cid in keys))
+    rows = session.execute(
+        select(DoorEntry.door_id).where(held, DoorEntry.encoded.is_not(None)).distinct()
+    )
+    return set(rows.scalars())
+
+
+def _lock_doors(session: Session, door_ids: list[str]) -> list[Door]:
+    """Lock the doors' rows for this transaction (in id order) and read them fresh.
 
     ``populate_existing`` matters: a Door the session loaded before the lock (the
     portfolio check loads them) would otherwise keep its stale ``list_version``.
     """
+    if not door_ids:
+        return []
     if session.get_bind().dialect.name == "sqlite":
         session.execute(
             update(Door)
-            .where(Door.id == door_id)
+            .where(Door.id.in_(door_ids))
             .values(list_version=Door.list_version)
             .execution_options(synchronize_session=False)
         )
-    query = select(Door).where(Door.id == door_id).with_for_update()
-    return session.execute(query.execution_options(populate_existing=True)).scalar_one()
+    query = select(Door).where(Door.id.in_(door_ids)).order_by(Door.id).with_for_update()
+    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def door_list(session: Session, door: Door) -> CredentialList:
@@ -321,35 +435,37 @@ def bundle_frame(
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
+    known: tuple[list[Change] | None, bytes | None] = (None, None),
 ) -> bytes:
-    """The sealed, signed bundle taking ``door`` from ``base`` to its current version."""
+    """The sealed, signed bundle taking ``door`` from ``base`` to its current version.
+
+    ``known`` is what the caller already has: the changes since ``base`` and the current
+    digest (either may be None: read from the tables then).
+    """
     base = base if 0 <= base < door.list_version else 0
     cache_key = (door.id, base, door.list_version, key.epoch)  # a rotation must re-sign
-    frame = cache.get(cache_key)
+    frame = cache.frame(session, cache_key)
     if frame is not None:
         return frame
-    rows = session.execute(
-        select(DoorEntry).where(DoorEntry.door_id == door.id, DoorEntry.changed_version > base)
-    ).scalars()
-    changes: list[Change] = [
-        Upsert(Credential.from_encoded(r.encoded))
-        if r.encoded is not None
-        else Remove(CredentialKind(r.kind), bytes.fromhex(r.credential_id))
-        for r in rows
-    ]
+    changes, digest = known
+    if changes is None:
+        rows = session.execute(
+            select(DoorEntry).where(DoorEntry.door_id == door.id, DoorEntry.changed_version > base)
+        ).scalars()
+        changes = [_change_of(r) for r in rows]
     bundle = seal_bundle(
         changes,
         door_id=bytes.fromhex(door.id),
         door_public=x25519_public_from_bytes(door.sealing_public),
         base_version=base,
         target_version=door.list_version,
-        target_digest=_current_digest(session, door),
+        target_digest=digest or _current_digest(session, door),
         key_epoch=key.epoch,
         cloud_key=key.private,
         ephemeral=x25519_private_from_seed(random(32)),
     )
     frame = bundle.to_frame()
-    cache.put(cache_key, frame)
+    cache.keep_frame(session, cache_key, frame)
     return frame
 
 
