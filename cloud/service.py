@@ -94,7 +94,7 @@ from .sync import (
     bundle_frame,
     doors_of_person,
     openable_doors,
-    resync_person,
+    resync_people,
 )
 
 __all__ = ["CardStatus", "CloudService", "PersonStatus", "hash_code"]
@@ -284,7 +284,7 @@ class CloudService:
     def _lock_person(self, person_id: str) -> Person:
         """Lock the person's row until the transaction ends (not found: 404).
 
-        ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync_person` locks it, so rows that
+        ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync_people` locks it, so rows that
         merely reference the person are not held up. pysqlite opens a transaction only
         at the first write, so on SQLite a no-op UPDATE takes the database write lock.
         """
@@ -302,8 +302,11 @@ class CloudService:
         return person
 
     def _resync(self, person_id: str) -> list[DoorChange]:
-        return resync_person(
-            self.session, person_id, key=self.key, random=self.random, cache=self.cache
+        return self._resync_all([person_id])
+
+    def _resync_all(self, person_ids: list[str]) -> list[DoorChange]:
+        return resync_people(
+            self.session, person_ids, key=self.key, random=self.random, cache=self.cache
         )
 
     def _email(self, person: Person, what: str, uid: str, manager: Manager) -> None:
@@ -567,7 +570,7 @@ class CloudService:
         people = self.session.execute(
             select(Grant.person_id).where(Grant.property_id == property_id).distinct()
         ).scalars()
-        return [change for p in sorted(people) for change in self._resync(p)]
+        return self._resync_all(list(people))
 
     def is_guest(self, person_id: str) -> bool:
         """True when every grant the person holds is a guest grant."""

@@ -1,7 +1,7 @@
 """The sync engine: desired lists, version bumps, bundles, receipts.
 
 Theory of operation: the source of truth is people, grants and keycards. After
-any change to them, :func:`resync_person` recomputes what each affected door must
+any change to them, :func:`resync_people` recomputes what each affected door must
 hold for that person (a PERSON entry per grant; a KEYCARD entry per card:
 ACTIVE when active, REVOKED once deactivated or lost), compares with the door's
 materialised list (:class:`~cloud.models.DoorEntry`) and, for each door whose
@@ -20,7 +20,7 @@ target) so that every phone carries identical bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -47,6 +47,7 @@ from protocol.crypto import (
 )
 from protocol.transport import door_topic
 
+from .errors import NotFoundError
 from .keys import SigningKey
 from .models import (
     CloudKey,
@@ -70,7 +71,7 @@ __all__ = [
     "openable_doors",
     "queue_bundle",
     "queue_rotations",
-    "resync_person",
+    "resync_people",
     "rotation_frames",
 ]
 
@@ -244,37 +245,46 @@ def _desired(
     return want
 
 
-def resync_person(
+def resync_people(
     session: Session,
-    person_id: str,
+    person_ids: Iterable[str],
     *,
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
 ) -> list[DoorChange]:
-    """Bring every door's list in line with this person's grants and cards.
+    """Bring every door's list in line with these people's grants and cards.
 
-    The person's row is locked first, so two changes for one person run one after
-    the other, each reading the other's committed cards (``populate_existing``
-    refreshes objects this session loaded before the lock).
+    Each door that changes is bumped once, whatever number of the people it concerns (a
+    new door with a building's residents gets one version). The people's rows are locked
+    first, in id order, so two changes for one person run one after the other, each
+    reading the other's committed cards (``populate_existing`` refreshes objects this
+    session loaded before the lock).
     """
+    ids = sorted(set(person_ids))
+    if not ids:
+        return []
     fresh = {"populate_existing": True}
-    person = session.execute(
+    people = session.scalars(
         select(Person)
-        .where(Person.id == person_id)
+        .where(Person.id.in_(ids))
+        .order_by(Person.id)
         .with_for_update(key_share=True)  # FOR NO KEY UPDATE: card rows' FK locks don't conflict
         .execution_options(**fresh)
-    ).scalar_one()
-    cards = list(
-        session.execute(
-            select(Keycard).where(Keycard.person_id == person_id).execution_options(**fresh)
-        ).scalars()
-    )
-    granted = doors_of_person(session, person_id)
-    keys = [(int(CredentialKind.PERSON), person_id)] + [
-        (int(CredentialKind.KEYCARD), c.uid) for c in cards
+    ).all()
+    if len(people) != len(ids):
+        raise NotFoundError(f"no person {sorted(set(ids) - {p.id for p in people})[0]!r}")
+    cards: dict[str, list[Keycard]] = {person_id: [] for person_id in ids}
+    for card in session.scalars(
+        select(Keycard).where(Keycard.person_id.in_(ids)).execution_options(**fresh)
+    ):
+        cards[card.person_id or ""].append(card)
+    granted = {person_id: doors_of_person(session, person_id) for person_id in ids}
+    keys = [(int(CredentialKind.PERSON), person_id) for person_id in ids] + [
+        (int(CredentialKind.KEYCARD), c.uid) for held in cards.values() for c in held
     ]
-    doors = _lock_doors(session, sorted(set(granted) | _doors_holding(session, keys)))
+    reached = set(_doors_holding(session, keys)).union(*granted.values())
+    doors = _lock_doors(session, sorted(reached))
     if not doors:
         return []
     rows: dict[str, dict[EntryKey, DoorEntry]] = {door.id: {} for door in doors}
@@ -288,8 +298,10 @@ def resync_person(
     for door in doors:
         held = rows[door.id]
         present = {k for k, r in held.items() if r.encoded is not None}
-        want = _desired(person, granted.get(door.id), cards, present)
-        diff = {k: v for k, v in want.items() if (held[k].encoded if k in held else None) != v}
+        diff: dict[EntryKey, bytes | None] = {}
+        for person in people:
+            want = _desired(person, granted[person.id].get(door.id), cards[person.id], present)
+            diff |= {k: v for k, v in want.items() if (held[k].encoded if k in held else None) != v}
         if diff:
             changed.append(_bump(session, door, diff, held, cache))
     _queue_bundles(session, [c for c in changed if c.door.online], key, random, cache)
