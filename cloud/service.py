@@ -436,7 +436,11 @@ class CloudService:
         return door.synced_version
 
     def audit(self, door_id: str, payload: bytes) -> AuditAck:
-        """Verify, store and acknowledge an audit batch (gaps are counted, not fatal)."""
+        """Verify, store and acknowledge an audit batch (§6.5 ledger rule).
+
+        A batch that starts beyond what is stored is a gap: it is counted on the door for
+        the console and nothing of it is stored; the ack covers what is.
+        """
         door = self.door(door_id)
         batch = AuditBatch.verified_from_bytes(
             payload, ed25519_public_from_bytes(door.identity_public)
@@ -444,7 +448,10 @@ class CloudService:
         if batch.door_id.hex() != door.id:
             raise InvalidInputError("the audit batch is from another door")
         if batch.first_seq > door.audit_next_seq:
+            # §6.5 step 3: nothing stored. The lock still holds the missing events (it frees
+            # them only on an ack) and sends them again from its oldest unacknowledged one.
             door.audit_gaps += 1
+            return self._audit_ack(door, batch.door_id)
         for event in batch.events:
             if event.seq >= door.audit_next_seq:
                 self.session.add(
@@ -459,9 +466,14 @@ class CloudService:
                     )
                 )
         door.audit_next_seq = max(door.audit_next_seq, batch.last_seq + 1)
+        return self._audit_ack(door, batch.door_id)
+
+    def _audit_ack(self, door: Door, door_id: bytes) -> AuditAck:
+        """The ack of everything stored for ``door`` (§6.5: ``up_to_seq = next_seq - 1``)."""
+        key = self.key
         return AuditAck(
-            door_id=batch.door_id, key_epoch=self.key.epoch, up_to_seq=batch.last_seq
-        ).signed(self.key.private)
+            door_id=door_id, key_epoch=key.epoch, up_to_seq=door.audit_next_seq - 1
+        ).signed(key.private)
 
     def queue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Add a frame to the MQTT outbox (sent after commit)."""

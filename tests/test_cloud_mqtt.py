@@ -482,8 +482,14 @@ async def test_audit_batches_are_stored_acknowledged_and_gaps_flagged(world: Mqt
         for batch in (copy, gap):
             await relay.publish(door_topic(bytes.fromhex(lobby_id), "audit"), batch, qos=1)
     await until(bridge, lambda: bridge.counters.audits == audits + 2)
-    assert bridge.counters.acks_withheld == withheld + 1  # the copy got no second ack
+    # Neither gets a second ack: the copy is stored already, and of the gap nothing is
+    # stored (§6.5), so its ack would be the same up_to_seq 2 again.
+    assert bridge.counters.acks_withheld == withheld + 2
     assert bridge.counters.audit_gaps == world.door_row("Tower lobby").audit_gaps == 1
+    assert world.door_row("Tower lobby").audit_next_seq == 3
+    with world.sessions() as session:
+        stored = session.scalars(select(AuditRecord.seq).where(AuditRecord.door_id == lobby_id))
+        assert sorted(stored) == [1, 2]
 
 
 def _signed_batch(world: MqttWorld, door_id: str, *, seq: int) -> bytes:
