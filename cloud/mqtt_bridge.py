@@ -659,9 +659,8 @@ class MqttBridge:
     def _ack_repeats(self, door_id: str, up_to_seq: int) -> bool:
         """Whether an ack covering ``up_to_seq`` went to this door under ``ack_repeat_s`` ago.
 
-        A lock re-sends unacknowledged events after every ack and bundle, so a busy door keeps
-        copies of a batch in flight; acking each copy would keep that loop going. A later copy
-        (a lost ack, a reconnect) is acknowledged again (§6.5).
+        Copies of a batch (a relay's, a duplicate QoS 1 delivery) need no second ack so soon;
+        a later copy (a lost ack, a reconnect) is acknowledged again (§6.5).
         """
         now = asyncio.get_running_loop().time()
         last = self._acks.get(door_id)

@@ -11,6 +11,7 @@ when a cloud-signed AUDIT_ACK covers them (:meth:`AuditLog.release`).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable
 
@@ -91,6 +92,7 @@ class AuditLog:
         lost, self.lost = self.lost, 0
         return lost
 
-    def batch(self, max_events: int) -> tuple[AuditEvent, ...]:
-        """The oldest held events, at most ``max_events`` of them."""
-        return tuple(e for _, e in zip(range(max_events), self._events, strict=False))
+    def batch(self, max_events: int, *, after_seq: int = 0) -> tuple[AuditEvent, ...]:
+        """The oldest held events above ``after_seq``, at most ``max_events`` of them."""
+        start = max(0, after_seq - self._events[0].seq + 1) if self._events else 0
+        return tuple(itertools.islice(self._events, start, start + max_events))

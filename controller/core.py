@@ -113,6 +113,8 @@ class _Session:
     challenge: bytes | None
     connected_at: float
     authenticated: bool = False
+    audit_sent_up_to: int = 0
+    """The newest audit event sent in this session."""
 
 
 class Controller:
@@ -175,9 +177,7 @@ class Controller:
         now: float,
     ) -> tuple[Controller, list[Action]]:
         """Boot from flash: replay the snapshot and journal, then log the boot."""
-        state = LockState.replay(
-            snapshot, transactions, audit_capacity=config.audit_capacity
-        )
+        state = LockState.replay(snapshot, transactions, audit_capacity=config.audit_capacity)
         controller = cls(state, config, random=random)
         controller._since_snapshot = len(transactions)
         return controller, controller.power_on(now)
@@ -415,10 +415,19 @@ class Controller:
             self._drain(self.config.battery.radio_ma * max(0.0, now - session.connected_at) / 3600)
 
     def _send_audit(self, channel: Channel) -> None:
-        events = self.state.audit.batch(self.config.audit_batch_events)
+        """Send the held events this session has not sent yet (§6.5).
+
+        Each event goes out once per session: a new session starts again from the oldest
+        unacknowledged event, so one that a relay dropped is sent again then.
+        """
+        session = self._sessions.get(channel)
+        after = session.audit_sent_up_to if session is not None else 0
+        events = self.state.audit.batch(self.config.audit_batch_events, after_seq=after)
         if events:
             batch = AuditBatch(door_id=self.door_id, events=events).signed(self._identity_key)
             self._send(channel, batch.to_frame())
+            if session is not None:
+                session.audit_sent_up_to = events[-1].seq
 
     # --- frames -------------------------------------------------------------------------
 

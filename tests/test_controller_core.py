@@ -871,6 +871,21 @@ def test_acks_are_idempotent_and_an_older_one_changes_nothing() -> None:
     assert (rig.view.audit_events, rig.view.audit_head) == (after.audit_events, after.audit_head)
 
 
+def test_each_audit_event_is_sent_once_per_session_and_again_in_the_next() -> None:
+    rig = _rig(NOON, card_entry(CARD))
+    boot = _all_batched(rig.handle(Connected(MQTT)))
+    assert [e.seq for e in boot] == list(range(1, rig.view.audit_head + 1))  # all held
+    rig.tap(CARD)
+    rig.cloud.commit(person_entry(PERSON))
+    applied = _all_batched(rig.deliver(rig.cloud.bundle(1)))
+    new = list(range(boot[-1].seq + 1, rig.view.audit_head + 1))
+    assert [e.seq for e in applied] == new and len(new) == 2  # the tap and the bundle only
+    assert _all_batched(rig.deliver(rig.cloud.audit_ack(boot[-1].seq))) == []  # nothing new
+    assert rig.state.audit.pending == rig.view.audit_head - boot[-1].seq  # none freed unacked
+    again = _all_batched(rig.handle(Connected(MQTT)))  # a new session: from the oldest held
+    assert [e.seq for e in again] == list(range(boot[-1].seq + 1, rig.view.audit_head + 1))
+
+
 def test_audit_sequence_is_gapless_across_batches_and_acks() -> None:
     rig = _rig(NOON, card_entry(CARD), person_entry(PERSON), config=SMALL_RING)
     uploaded: dict[int, AuditEvent] = {}
