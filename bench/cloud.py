@@ -10,8 +10,10 @@ embedded amqtt broker in this process; ``broker_is_mosquitto`` says which).
   keycard in turn, one committed transaction each. The resident can open one online
   door, so each activation seals exactly one bundle into the outbox; the rate is
   bundles per second (:func:`bench._timing.measure_rate`). The same for a resident of
-  20 online doors shows how the cost scales per door, and ``activation_sql_statements``
-  counts the SQL statements one single-door activation runs.
+  20 online doors shows how the cost scales per door (one set-based pass over all its
+  doors). ``activation_sql_statements`` counts the SQL statements one single-door
+  activation runs and ``sql_select_us`` times the cheapest one (a prepared primary-key
+  SELECT in its own transaction): their product is the floor under one activation.
 * **Fan-out to 1,000 doors.** 1,000 aiomqtt clients in one process would measure the
   client library, not the cloud, so the doors are 1,000 real
   :class:`controller.core.Controller` cores behind *one* aiomqtt client subscribed to
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, bindparam, event, func, select
 
 from cloud.db import create_schema, make_engine, session_factory
 from cloud.keys import ensure_key
@@ -93,6 +95,7 @@ UNITS: dict[str, str] = {
     "raw_mqtt_rtt_ms_median": "ms",
     "api_to_receipt_headroom_ms": "ms",
     "activation_sql_statements": "statements",
+    "sql_select_us": "us",
     "broker_is_mosquitto": "1 = yes",
 }
 NOW = 1_800_000_000
@@ -212,7 +215,24 @@ def activation_rates(tmp: Path, *, seconds: float) -> Figures:
             measure_rate(_toggling(many), seconds=seconds) * MANY_DOORS, 1
         ),
         "activation_sql_statements": statements,
+        "sql_select_us": round(1e6 / measure_rate(_selecting(single), seconds=seconds), 1),
     }
+
+
+def _selecting(cloud: BenchCloud) -> Callable[[int], Loop]:
+    """One prepared primary-key SELECT through SQLAlchemy, in a transaction of its own each:
+    the floor under every statement an activation runs."""
+    query = select(Person.name).where(Person.id == bindparam("id"))
+
+    def workload(count: int) -> Loop:
+        def loop() -> None:
+            for _ in range(count):
+                with cloud.sessions.begin() as session:
+                    session.execute(query, {"id": cloud.person}).one()
+
+        return loop
+
+    return workload
 
 
 def _toggling(cloud: BenchCloud) -> Callable[[int], Loop]:

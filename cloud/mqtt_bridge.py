@@ -8,7 +8,8 @@ Everything it must not lose is in the database, so cloud processes may run side 
 * **Outbox → broker.** A change writes its frames to :class:`~cloud.models.MqttOutbox`
   in its own transaction (:mod:`cloud.sync`). The bridge publishes unsent rows in id
   order at QoS 1 with each row's retain flag and, once the broker acknowledged them,
-  marks them sent in a new transaction: a crash between commit and publish loses
+  marks them sent in a new transaction (sent rows beyond the newest ``keep_sent`` are
+  deleted then, so the table does not grow forever): a crash between commit and publish loses
   nothing (the next bridge publishes the rows; doors apply duplicates idempotently,
   §6.2.2). It drains on connect, on :meth:`MqttBridge.notify` (the API calls it after a
   commit; any thread) and every ``poll_interval`` s for other processes' changes. On
@@ -57,7 +58,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 import aiomqtt
-from sqlalchemy import false, select, text, tuple_, update
+from sqlalchemy import delete, false, select, text, true, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -244,10 +245,13 @@ def claim_unsent(session: Session, limit: int) -> list[OutboxRow] | None:
     return claimed
 
 
-def _mark_sent(session: Session, ids: list[int]) -> None:
-    """Mark published rows sent and end the drain's transaction (releasing its lock)."""
+def _mark_sent(session: Session, ids: list[int], keep: int) -> None:
+    """Mark published rows sent, keeping only the newest ``keep`` sent rows for inspection,
+    and end the drain's transaction (releasing its lock)."""
     try:
         session.execute(update(MqttOutbox).where(MqttOutbox.id.in_(ids)).values(sent=True))
+        old = MqttOutbox.id <= max(ids) - keep
+        session.execute(delete(MqttOutbox).where(MqttOutbox.sent == true(), old))
         session.commit()
     finally:
         session.close()
@@ -267,6 +271,8 @@ class BridgeConfig:
     """Seconds between outbox drains when nobody calls :meth:`MqttBridge.notify`."""
     batch: int = 500
     """Outbox rows published per drain transaction."""
+    keep_sent: int = 10_000
+    """Published outbox rows kept for inspection (by id: older sent rows are deleted)."""
     ingest_batch: int = 200
     """Inbound messages ingested per transaction at most (what has queued up meanwhile)."""
     max_inflight: int = 200
@@ -286,6 +292,8 @@ class BridgeConfig:
             raise ValueError("need 0 < reconnect_initial <= reconnect_cap")
         if self.batch < 1 or self.ingest_batch < 1 or self.poll_interval <= 0:
             raise ValueError("batch and ingest_batch must be >= 1 and poll_interval > 0")
+        if self.keep_sent < 0:
+            raise ValueError("keep_sent must be >= 0")
 
     def reconnect_delay(self, failures: int, jitter: float) -> float:
         """Exponential, capped, with "equal jitter": in ``[d/2, d]`` for ``jitter`` in [0, 1]."""
@@ -567,7 +575,9 @@ class MqttBridge:
                 await asyncio.gather(
                     *(client.publish(r.topic, r.payload, qos=QOS, retain=r.retain) for r in rows)
                 )
-                await self._off_loop(_mark_sent, session, [r.id for r in rows])
+                await self._off_loop(
+                    _mark_sent, session, [r.id for r in rows], self.config.keep_sent
+                )
                 self.counters.published += len(rows)
         finally:
             await self._off_loop(session.close)

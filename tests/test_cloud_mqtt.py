@@ -351,6 +351,24 @@ async def test_a_crash_between_commit_and_publish_loses_nothing(world: MqttWorld
     assert (status, pending) == ("activation pending", (world.door_id("Elm Court bike room"),))
 
 
+async def test_published_outbox_rows_are_pruned_to_the_newest_kept(world: MqttWorld) -> None:
+    bridge = await world.start_bridge(keep_sent=1)
+    chloe = world.seed.people["Chloe Martin"]
+    uid, code = world.seed.cards["card-3"]
+    for change in ("activate", "deactivate", "activate"):
+        with world.service() as cloud:
+            if change == "activate":
+                cloud.self_activate(chloe, uid, code)
+            else:
+                cloud.self_deactivate(chloe, uid)
+        bridge.notify()
+        await until(bridge, lambda: world.unsent() == 0)
+    assert bridge.counters.published >= 6  # two online doors, three changes
+    with world.sessions() as session:
+        kept = session.scalars(select(MqttOutbox.id)).all()
+    assert len(kept) == 1  # only the newest published row is kept
+
+
 async def test_a_door_offline_during_a_change_gets_what_it_missed_from_its_hello(
     world: MqttWorld,
 ) -> None:
