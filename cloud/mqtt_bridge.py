@@ -146,7 +146,7 @@ def ingest_audit(cloud: CloudService, door_id: str, payload: bytes) -> tuple[Aud
 
     The door's row is locked first, so two clouds given the same batch store it once.
     """
-    lock = select(Door).where(Door.id == door_id).with_for_update()  # no-op on SQLite
+    lock = select(Door).where(Door.id == door_id).with_for_update()  # SQLite: held from BEGIN
     cloud.session.execute(lock.execution_options(populate_existing=True))
     gaps = cloud.door(door_id).audit_gaps
     ack = cloud.audit(door_id, payload)

@@ -18,8 +18,8 @@ Rules (from the issue and ``../shared/DESIGN.md``):
   ``SELF_ACTIVATION_WINDOW_S``, every try is refused until the oldest leaves the
   window. The wrong codes are rows (:class:`~cloud.models.CodeAttempt`), so the
   limit holds across restarts and across server processes. A check locks the
-  person's row first (``SELECT … FOR NO KEY UPDATE``; on SQLite a no-op UPDATE
-  takes the database write lock, as :mod:`cloud.sync` does for doors), deletes the
+  person's row first (``SELECT … FOR NO KEY UPDATE``; a SQLite transaction holds
+  the database's write lock from its start), deletes the
   person's attempts older than the window, counts the rest and, for a wrong code,
   adds one and raises :class:`~cloud.errors.WrongCodeError`. That error is marked
   ``commit_before_raise``: the request's transaction is committed rather than
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -285,16 +285,9 @@ class CloudService:
         """Lock the person's row until the transaction ends (not found: 404).
 
         ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync_people` locks it, so rows that
-        merely reference the person are not held up. pysqlite opens a transaction only
-        at the first write, so on SQLite a no-op UPDATE takes the database write lock.
+        merely reference the person are not held up. (A SQLite transaction holds the
+        database's write lock from its start: :func:`cloud.db.make_engine`.)
         """
-        if self.session.get_bind().dialect.name == "sqlite":
-            self.session.execute(
-                update(Person)
-                .where(Person.id == person_id)
-                .values(used_app=Person.used_app)
-                .execution_options(synchronize_session=False)
-            )
         query = select(Person).where(Person.id == person_id).with_for_update(key_share=True)
         person = self.session.execute(query).scalar_one_or_none()
         if person is None:

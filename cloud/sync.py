@@ -10,12 +10,14 @@ with that version, records the new list digest, and — for an online door —
 queues the bundle in the MQTT outbox in the same transaction.
 
 Each door row is locked before its entries are read (:func:`_lock_doors`,
-``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite a no-op UPDATE takes the
-database write lock, since pysqlite opens a transaction only at the first write)
-and re-read past the session's identity map, so two concurrent changes never
-lose a version bump. A bundle from base *b* carries every entry
-changed after *b* (:func:`bundle_frame`); bundles are cached per (door, base,
-target) so that every phone carries identical bytes.
+``SELECT … FOR UPDATE`` on PostgreSQL; a SQLite transaction holds the database's
+write lock from its start, see :func:`cloud.db.make_engine`) and re-read past the
+session's identity map, so two concurrent changes never lose a version bump. All
+doors a change reaches are locked, read and bumped together (a few statements, not
+a few per door). A bundle from base *b* carries every entry changed after *b*
+(:func:`bundle_frame`). :class:`BundleCache` keeps sealed bundles, so every phone
+carries identical bytes, and each door's newest list, so a change does not re-read
+a door's whole list to compute its digest; it keeps only what committed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import event, or_, select
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -414,13 +416,6 @@ def _lock_doors(session: Session, door_ids: list[str]) -> list[Door]:
     """
     if not door_ids:
         return []
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(
-            update(Door)
-            .where(Door.id.in_(door_ids))
-            .values(list_version=Door.list_version)
-            .execution_options(synchronize_session=False)
-        )
     query = select(Door).where(Door.id.in_(door_ids)).order_by(Door.id).with_for_update()
     return list(session.scalars(query.execution_options(populate_existing=True)))
 
