@@ -1,0 +1,184 @@
+"""What a phone keeps on disk: prefetched bundles and the uploads waiting for a signal.
+
+Theory of operation
+-------------------
+A :class:`PhoneStore` is one SQLite file (the phone's app storage), so both survive a
+restart of the phone bridge:
+
+* **Bundles.** While online the phone fetches the pending bundle of every door its
+  person can open (``GET /v1/phones/bundles``) and :meth:`PhoneStore.keep_bundles`
+  replaces what it held with them, one per door. A bundle is sealed to its door and
+  signed by the cloud: the phone can neither read nor alter it (a lock refuses an
+  altered one, §6.2.2). At the door, :meth:`PhoneStore.bundle_for` picks it by the
+  version the lock announced in HELLO: it serves only a lock that holds at least the
+  bundle's base and less than its target. Frames are parsed (never trusted) when kept,
+  and one that is not a BUNDLE frame is refused with :class:`StoreError`.
+* **Uploads.** Receipts and audit batches a lock hands over go to the cloud at once
+  when online, else :meth:`PhoneStore.enqueue` writes them to a queue. A drain
+  (:meth:`PhoneStore.drain`) uploads them oldest first and deletes each only after its
+  upload succeeded, in its own transaction: a crash in between uploads it again,
+  which the cloud takes idempotently (receipts only move a version forward, audit
+  events are stored once by sequence number, §6.3 and §6.5), so every upload takes
+  effect exactly once. A failed upload stops the drain and keeps the rest in order.
+
+The store is synchronous (``sqlite3``, a few rows): call it from a worker thread in
+asyncio code. One store, one process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+from protocol import MessageType, ProtocolError, SealedBundle
+from protocol.frame import decode_frame
+
+__all__ = ["CachedBundle", "PhoneStore", "StoreError", "Upload", "UploadKind"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS bundle (
+    door_id TEXT PRIMARY KEY,
+    base_version INTEGER NOT NULL,
+    target_version INTEGER NOT NULL,
+    frame BLOB NOT NULL,
+    fetched_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    door_id TEXT NOT NULL,
+    frame BLOB NOT NULL,
+    queued_at INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(ValueError):
+    """Something the store refuses to keep (its message says what and why)."""
+
+
+class UploadKind(StrEnum):
+    """What waits to go to the cloud."""
+
+    RECEIPT = "receipt"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class CachedBundle:
+    """A prefetched bundle: its door, the versions it spans and the frame as fetched."""
+
+    door_id: str
+    base_version: int
+    target_version: int
+    frame: bytes
+    fetched_at: int
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One queued upload, in queue order (``id``)."""
+
+    id: int
+    kind: UploadKind
+    door_id: str
+    frame: bytes
+    queued_at: int
+
+
+class PhoneStore:
+    """The phone's SQLite file at ``path`` (created on first use)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        with self._transaction() as db:
+            db.executescript(_SCHEMA)
+
+    # --- bundles ---------------------------------------------------------------------
+
+    def keep_bundles(self, frames: Mapping[str, bytes], *, now: int) -> None:
+        """Hold exactly ``frames`` (door id → BUNDLE frame), as one fresh prefetch.
+
+        Doors missing from ``frames`` are in sync: what was held for them is dropped.
+        Nothing changes if any frame is refused.
+        """
+        rows = [_bundle_row(door_id, frame, now) for door_id, frame in frames.items()]
+        with self._transaction() as db:
+            db.execute("DELETE FROM bundle")
+            db.executemany("INSERT INTO bundle VALUES (?, ?, ?, ?, ?)", rows)
+
+    def bundles(self) -> list[CachedBundle]:
+        """Every held bundle, by door id."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM bundle ORDER BY door_id").fetchall()
+        return [CachedBundle(*row) for row in rows]
+
+    def bundle_for(self, door_id: str, held_version: int) -> bytes | None:
+        """The frame that moves a lock holding ``held_version`` on, or None (nothing fits)."""
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT frame FROM bundle WHERE door_id = ? AND base_version <= ?"
+                " AND target_version > ?",
+                (door_id.lower(), held_version, held_version),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    # --- uploads ---------------------------------------------------------------------
+
+    def enqueue(self, kind: UploadKind, door_id: str, frame: bytes, *, now: int) -> int:
+        """Queue one upload behind the others; return its id."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO upload (kind, door_id, frame, queued_at) VALUES (?, ?, ?, ?)",
+                (UploadKind(kind).value, door_id.lower(), frame, now),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def uploads(self) -> list[Upload]:
+        """What waits to go to the cloud, oldest first."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM upload ORDER BY id").fetchall()
+        return [Upload(r[0], UploadKind(r[1]), r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def drain(self, upload: Callable[[Upload], object]) -> int:
+        """Upload the queue oldest first, deleting each after it went; return how many went.
+
+        An exception from ``upload`` stops the drain and propagates; that upload and
+        every later one stay queued, in order.
+        """
+        done = 0
+        for item in self.uploads():
+            upload(item)
+            with self._transaction() as db:
+                db.execute("DELETE FROM upload WHERE id = ?", (item.id,))
+            done += 1
+        return done
+
+    # --- the file --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with closing(self._connect()) as db, db:
+            yield db
+
+
+def _bundle_row(door_id: str, frame: bytes, now: int) -> tuple[str, int, int, bytes, int]:
+    door_id = door_id.lower()
+    try:
+        _, message_type, payload = decode_frame(frame)
+        if message_type != MessageType.BUNDLE:
+            raise StoreError(f"door {door_id}: not a BUNDLE frame (type {message_type:#04x})")
+        bundle = SealedBundle.from_bytes(payload)
+    except ProtocolError as exc:
+        raise StoreError(f"door {door_id}: not a bundle frame: {exc}") from exc
+    if bundle.door_id.hex() != door_id:
+        raise StoreError(f"door {door_id}: the bundle is addressed to {bundle.door_id.hex()}")
+    return door_id, bundle.base_version, bundle.target_version, frame, now
