@@ -154,10 +154,14 @@ class PhoneStore:
         done = 0
         for item in self.uploads():
             upload(item)
-            with self._transaction() as db:
-                db.execute("DELETE FROM upload WHERE id = ?", (item.id,))
+            self.uploaded(item)
             done += 1
         return done
+
+    def uploaded(self, item: Upload) -> None:
+        """Take ``item`` off the queue once the cloud has it (an async drain calls this)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM upload WHERE id = ?", (item.id,))
 
     # --- the file --------------------------------------------------------------------
 

@@ -36,7 +36,16 @@ def test_ruff_reports_nothing() -> None:
 
 def test_mypy_strict_reports_nothing() -> None:
     result = subprocess.run(
-        [_tool("mypy"), "protocol", "infra", "controller", "simulators", "bench", "scripts"],
+        [
+            _tool("mypy"),
+            "protocol",
+            "infra",
+            "controller",
+            "phone_bridge",
+            "simulators",
+            "bench",
+            "scripts",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
