@@ -74,6 +74,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bumble import hci
+from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_Error
 from bumble.core import UUID, AdvertisingData, BaseBumbleError
 from bumble.device import AdvertisingType, Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
@@ -103,6 +104,11 @@ LEGACY_ADVERTISING_MAX = 31
 """Bytes of advertising data (and of scan response data) in a legacy PDU."""
 _U16 = 0x10000
 _Properties = Characteristic.Properties
+
+
+def _not_readable(_connection: Connection) -> bytes:
+    """bumble calls a value's read even without READABLE: answer as the ATT spec says."""
+    raise ATT_Error(error_code=ATT_READ_NOT_PERMITTED_ERROR)
 
 
 def door_address(door_id: bytes) -> hci.Address:
@@ -252,7 +258,7 @@ class BleDoor:
             CHAR_RX_UUID,
             _Properties.WRITE_WITHOUT_RESPONSE,
             Characteristic.WRITEABLE,
-            CharacteristicValue(write=self._on_rx_write),
+            CharacteristicValue(read=_not_readable, write=self._on_rx_write),
         )
         tx: Characteristic[bytes] = Characteristic(
             CHAR_TX_UUID, _Properties.NOTIFY, Characteristic.READABLE, b""

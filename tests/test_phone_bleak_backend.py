@@ -146,6 +146,8 @@ async def test_client_connects_discovers_and_exchanges_mtu(bench: Bench, mtu: in
         rx = service.get_characteristic(CHAR_RX_UUID)
         assert rx is not None and rx.max_write_without_response_size == mtu - 3
         assert await client.read_gatt_char(CHAR_INFO_UUID) == bench.identity.door_id
+        with pytest.raises(BleakGATTProtocolError):  # rx is write-only: refused, at once
+            await client.read_gatt_char(CHAR_RX_UUID)
     assert not client.is_connected
 
 
