@@ -14,11 +14,9 @@ credentials; ``flash_bytes_per_credential`` is the snapshot growth per credentia
 from __future__ import annotations
 
 import gc
-import itertools
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
 
 from controller.config import ControllerConfig
 from controller.core import Controller
@@ -27,7 +25,7 @@ from controller.identity import LockIdentity
 from protocol import Credential, CredentialHistory, CredentialKind
 from protocol.crypto import public_bytes
 from protocol.keycard import card_response
-from simulators.fixture import World, fixed_bytes
+from simulators.fixture import World, counting_random, fixed_bytes
 
 from . import Figures, Goal
 
@@ -49,11 +47,6 @@ T0 = 1_800_000_000
 WORLD = World()
 
 
-def _random() -> Callable[[int], bytes]:
-    counter = itertools.count()
-    return lambda n: fixed_bytes(f"bench controller {next(counter)}", n)
-
-
 def _card(n: int) -> Credential:
     return Credential(
         kind=CredentialKind.KEYCARD,
@@ -67,7 +60,12 @@ def _lock(history: CredentialHistory, identity: LockIdentity) -> Controller:
         capacity=CARDS + 10_000, audit_capacity=1_000_000, snapshot_every=10**9
     )
     controller, _ = Controller.provision(
-        identity, public_bytes(WORLD.cloud_key), config, random=_random(), now=0.0, wall_time=T0
+        identity,
+        public_bytes(WORLD.cloud_key),
+        config,
+        random=counting_random("bench controller"),
+        now=0.0,
+        wall_time=T0,
     )
     frame = history.bundle(
         0,
@@ -86,7 +84,7 @@ def _scene() -> tuple[CredentialHistory, LockIdentity, Controller]:
         door_id=fixed_bytes("bench door", 16),
         property_id=bytes(16),
         doorcode_secret=bytes(32),
-        random=_random(),
+        random=counting_random("bench controller"),
     )
     history = CredentialHistory(identity.door_id)
     history.commit(upserts=[_card(n) for n in range(CARDS)])
@@ -141,7 +139,9 @@ def memory_bytes(controller: Controller) -> int:
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    booted, _ = Controller.boot(snapshot, [], config, random=_random(), now=5.0)
+    booted, _ = Controller.boot(
+        snapshot, [], config, random=counting_random("bench controller"), now=5.0
+    )
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -154,7 +154,7 @@ def flash_bytes_per_credential(controller: Controller, identity: LockIdentity) -
         identity,
         public_bytes(WORLD.cloud_key),
         controller.config,
-        random=_random(),
+        random=counting_random("bench controller"),
         now=0.0,
         wall_time=T0,
     )

@@ -8,6 +8,8 @@ every machine. Never use these keys outside tests and demos.
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from protocol.crypto import ed25519_private_from_seed, public_bytes, x25519_private_from_seed
 
-__all__ = ["Door", "World", "fixed_bytes"]
+__all__ = ["Door", "World", "counting_random", "fixed_bytes"]
 
 
 def fixed_bytes(label: str, size: int = 32) -> bytes:
@@ -26,6 +28,13 @@ def fixed_bytes(label: str, size: int = 32) -> bytes:
         out += hashlib.sha256(f"latchsim fixture {label} {counter}".encode()).digest()
         counter += 1
     return out[:size]
+
+
+def counting_random(label: str) -> Callable[[int], bytes]:
+    """A deterministic stand-in for ``os.urandom``: the n-th call gives
+    ``fixed_bytes(f"{label} {n}", size)``."""
+    counter = itertools.count()
+    return lambda size: fixed_bytes(f"{label} {next(counter)}", size)
 
 
 @dataclass(frozen=True)

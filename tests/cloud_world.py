@@ -9,7 +9,6 @@ PostgreSQL database from :mod:`tests.db_fixtures`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,15 +26,10 @@ from controller.events import MQTT, FrameReceived, Send
 from controller.identity import LockIdentity
 from protocol import Receipt, decode_message
 from protocol.crypto import public_bytes
-from simulators.fixture import fixed_bytes
+from simulators.fixture import counting_random, fixed_bytes
 
 T0 = 1_800_000_000
 CLOUD_SEED = fixed_bytes("cloud world signing key")
-
-
-def counting_random(label: str) -> Callable[[int], bytes]:
-    counter = itertools.count()
-    return lambda n: fixed_bytes(f"{label} {next(counter)}", n)
 
 
 @dataclass

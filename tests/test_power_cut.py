@@ -9,7 +9,6 @@ that never go back.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import pytest
 
@@ -20,15 +19,10 @@ from controller.runtime import LockRuntime
 from controller.storage import MemoryFlash, MemoryMedium, PowerCut, PowerLost
 from protocol import Credential, CredentialHistory, CredentialKind
 from protocol.crypto import public_bytes
-from simulators.fixture import World, fixed_bytes
+from simulators.fixture import World, counting_random, fixed_bytes
 
 WORLD = World()
 T0 = 1_800_000_000
-
-
-def counter_random() -> Callable[[int], bytes]:
-    counter = itertools.count()
-    return lambda n: fixed_bytes(f"power-cut random {next(counter)}", n)
 
 
 def provisioned(config: ControllerConfig) -> tuple[MemoryMedium, LockIdentity]:
@@ -36,7 +30,7 @@ def provisioned(config: ControllerConfig) -> tuple[MemoryMedium, LockIdentity]:
         door_id=fixed_bytes("pc door", 16),
         property_id=bytes(16),
         doorcode_secret=bytes(32),
-        random=counter_random(),
+        random=counting_random("power-cut random"),
     )
     flash = MemoryFlash()
     LockRuntime.provision(
@@ -46,7 +40,7 @@ def provisioned(config: ControllerConfig) -> tuple[MemoryMedium, LockIdentity]:
         config=config,
         clock=lambda: float(T0),
         wall_time=T0,
-        random=counter_random(),
+        random=counting_random("power-cut random"),
     )
     return flash.medium, identity
 
@@ -82,7 +76,7 @@ def reboot(
         MemoryFlash(medium=medium, fault=fault),
         config=config,
         clock=lambda: float(T0 + 60),
-        random=counter_random(),
+        random=counting_random("power-cut random"),
     )
 
 
