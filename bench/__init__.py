@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "cloud": "bench.cloud",
     "controller": "bench.controller",
     "fuzz": "bench.fuzz",
+    "phone": "bench.phone",
     "protocol": "bench.protocol",
 }
 """The registry: benchmark name -> module implementing it."""

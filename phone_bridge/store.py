@@ -20,6 +20,11 @@ restart of the phone bridge:
   which the cloud takes idempotently (receipts only move a version forward, audit
   events are stored once by sequence number, §6.3 and §6.5), so every upload takes
   effect exactly once. A failed upload stops the drain and keeps the rest in order.
+* **Login.** The phone's token and its mobile credential (:meth:`PhoneStore.keep_login`,
+  one row), so a restarted phone bridge is still logged in.
+* **Audit acks.** The cloud answers an audit upload with a signed AUDIT_ACK frame to give
+  that lock on the next visit (:meth:`PhoneStore.keep_ack`, one per door): an ack never
+  replaces one that covers more events (a higher ``up_to_seq``).
 
 The store is synchronous (``sqlite3``, a few rows): call it from a worker thread in
 asyncio code. One store, one process.
@@ -35,10 +40,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from protocol import MessageType, ProtocolError, SealedBundle
+from protocol import AuditAck, MessageType, ProtocolError, SealedBundle
 from protocol.frame import decode_frame
 
-__all__ = ["CachedBundle", "PhoneStore", "StoreError", "Upload", "UploadKind"]
+__all__ = ["CachedBundle", "HeldLogin", "PhoneStore", "StoreError", "Upload", "UploadKind"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS bundle (
@@ -54,6 +59,21 @@ CREATE TABLE IF NOT EXISTS upload (
     door_id TEXT NOT NULL,
     frame BLOB NOT NULL,
     queued_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS phone (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    phone_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    credential BLOB NOT NULL,
+    valid_from INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    logged_in_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ack (
+    door_id TEXT PRIMARY KEY,
+    up_to_seq INTEGER NOT NULL,
+    frame BLOB NOT NULL,
+    kept_at INTEGER NOT NULL
 );
 """
 
@@ -89,6 +109,18 @@ class Upload:
     door_id: str
     frame: bytes
     queued_at: int
+
+
+@dataclass(frozen=True)
+class HeldLogin:
+    """The phone's login as kept: its id, bearer token and signed mobile credential."""
+
+    phone_id: str
+    token: str
+    credential: bytes
+    valid_from: int
+    valid_until: int
+    logged_in_at: int
 
 
 class PhoneStore:
@@ -163,6 +195,65 @@ class PhoneStore:
         with self._transaction() as db:
             db.execute("DELETE FROM upload WHERE id = ?", (item.id,))
 
+    # --- login ----------------------------------------------------------------------
+
+    def keep_login(self, login: HeldLogin) -> None:
+        """Hold ``login`` in place of any earlier one."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO phone VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (
+                    login.phone_id,
+                    login.token,
+                    login.credential,
+                    login.valid_from,
+                    login.valid_until,
+                    login.logged_in_at,
+                ),
+            )
+
+    def login(self) -> HeldLogin | None:
+        """The held login, or None (the phone never logged in, or logged out)."""
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT phone_id, token, credential, valid_from, valid_until, logged_in_at"
+                " FROM phone WHERE id = 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return HeldLogin(row[0], row[1], bytes(row[2]), row[3], row[4], row[5])
+
+    def forget_login(self) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM phone")
+
+    # --- audit acks ------------------------------------------------------------------
+
+    def keep_ack(self, door_id: str, frame: bytes, *, now: int) -> bool:
+        """Hold the AUDIT_ACK ``frame`` for ``door_id``; return False if a held one covers more."""
+        door_id, up_to_seq = _ack_row(door_id, frame)
+        with self._transaction() as db:
+            row = db.execute("SELECT up_to_seq FROM ack WHERE door_id = ?", (door_id,)).fetchone()
+            if row is not None and row[0] > up_to_seq:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO ack VALUES (?, ?, ?, ?)", (door_id, up_to_seq, frame, now)
+            )
+        return True
+
+    def ack_for(self, door_id: str) -> bytes | None:
+        """The AUDIT_ACK frame to deliver to ``door_id``, or None."""
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT frame FROM ack WHERE door_id = ?", (door_id.lower(),)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delivered_ack(self, door_id: str, frame: bytes) -> None:
+        """Drop ``frame`` once the lock has it (a newer ack kept meanwhile stays)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM ack WHERE door_id = ? AND frame = ?", (door_id.lower(), frame))
+
     # --- the file --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -186,3 +277,17 @@ def _bundle_row(door_id: str, frame: bytes, now: int) -> tuple[str, int, int, by
     if bundle.door_id.hex() != door_id:
         raise StoreError(f"door {door_id}: the bundle is addressed to {bundle.door_id.hex()}")
     return door_id, bundle.base_version, bundle.target_version, frame, now
+
+
+def _ack_row(door_id: str, frame: bytes) -> tuple[str, int]:
+    door_id = door_id.lower()
+    try:
+        _, message_type, payload = decode_frame(frame)
+        if message_type != MessageType.AUDIT_ACK:
+            raise StoreError(f"door {door_id}: not an AUDIT_ACK frame (type {message_type:#04x})")
+        ack = AuditAck.from_bytes(payload)
+    except ProtocolError as exc:
+        raise StoreError(f"door {door_id}: not an audit ack frame: {exc}") from exc
+    if ack.door_id.hex() != door_id:
+        raise StoreError(f"door {door_id}: the audit ack is addressed to {ack.door_id.hex()}")
+    return door_id, ack.up_to_seq
