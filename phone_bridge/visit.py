@@ -201,7 +201,7 @@ class _Visit:
             raise VisitError(error.step, error.reason, self.report) from error
         finally:
             await self._queue_uploads()
-            await self._disconnect(link, client)
+            await self._disconnect(client)
         return self.report
 
     async def _connect(self, client: BleakClient) -> None:
@@ -342,11 +342,12 @@ class _Visit:
         for kind, frame in uploads:
             await asyncio.to_thread(self.store.enqueue, kind, door, frame, now=now)
 
-    async def _disconnect(self, link: FrameLink, client: BleakClient) -> None:
+    async def _disconnect(self, client: BleakClient) -> None:
         async with self._timed("disconnect"):
             try:
                 async with asyncio.timeout(self.config.disconnect_timeout_s):
-                    await link.close()
+                    # No stop_notify first: the subscriptions end with the connection, and
+                    # two more round trips would lengthen every visit.
                     await client.disconnect()
             except (BleakError, TimeoutError) as error:
                 logger.debug("disconnect: %s", error)
