@@ -33,7 +33,7 @@ asyncio code. One store, one process.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -164,12 +164,22 @@ class PhoneStore:
 
     def enqueue(self, kind: UploadKind, door_id: str, frame: bytes, *, now: int) -> int:
         """Queue one upload behind the others; return its id."""
+        (queued,) = self.enqueue_all([(kind, frame)], door_id, now=now)
+        return queued
+
+    def enqueue_all(
+        self, items: Sequence[tuple[UploadKind, bytes]], door_id: str, *, now: int
+    ) -> list[int]:
+        """Queue a door's uploads behind the others, in order, in one transaction."""
+        rows = [(UploadKind(kind).value, door_id.lower(), frame, now) for kind, frame in items]
+        ids = []
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO upload (kind, door_id, frame, queued_at) VALUES (?, ?, ?, ?)",
-                (UploadKind(kind).value, door_id.lower(), frame, now),
-            )
-        return int(cursor.lastrowid or 0)
+            for row in rows:
+                cursor = db.execute(
+                    "INSERT INTO upload (kind, door_id, frame, queued_at) VALUES (?, ?, ?, ?)", row
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
 
     def uploads(self) -> list[Upload]:
         """What waits to go to the cloud, oldest first."""

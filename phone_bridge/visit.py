@@ -339,8 +339,8 @@ class _Visit:
         now = self.wall_time()
         uploads = [(UploadKind.RECEIPT, self.report.receipt)] if self.report.receipt else []
         uploads += [(UploadKind.AUDIT, batch) for batch in self.report.audit_batches]
-        for kind, frame in uploads:
-            await asyncio.to_thread(self.store.enqueue, kind, door, frame, now=now)
+        if uploads:
+            await asyncio.to_thread(self.store.enqueue_all, uploads, door, now=now)
 
     async def _disconnect(self, client: BleakClient) -> None:
         async with self._timed("disconnect"):
