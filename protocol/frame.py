@@ -14,8 +14,10 @@ check has passed.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass
+from typing import Final
 
 from construct import Const, Int8ub, Int32ub, Struct
 
@@ -56,7 +58,11 @@ FrameHeader = Struct(
     "length" / Int32ub,
 ).compile()
 
-_KNOWN_TYPES = frozenset(int(t) for t in MessageType)
+HEADER_STRUCT: Final = struct.Struct(">2sBBI")
+""":data:`FrameHeader` as a ``struct`` format, for the encoding hot path."""
+
+_TYPES: Final = {int(t): t for t in MessageType}
+_KNOWN_TYPES = frozenset(_TYPES)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,13 +87,16 @@ class Frame:
     def from_bytes(cls, data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Frame:
         """Decode exactly one frame; raise a :class:`DecodeError` subclass on any fault."""
         version, message_type, payload = decode_frame(data, limits=limits)
-        return cls(type=MessageType(message_type), payload=payload, version=version)
+        return cls(type=_TYPES[message_type], payload=payload, version=version)
 
 
 def encode_frame(message_type: int, payload: bytes, version: int = PROTOCOL_VERSION) -> bytes:
-    """Encode a frame without building a :class:`Frame` object (hot path)."""
-    head = FrameHeader.build({"version": version, "type": message_type, "length": len(payload)})
-    body = bytes(head) + payload
+    """Encode a frame without building a :class:`Frame` object (hot path).
+
+    The header is packed with :data:`HEADER_STRUCT`, the same bytes as :data:`FrameHeader`
+    builds (a property test checks it) in a fraction of the time.
+    """
+    body = HEADER_STRUCT.pack(MAGIC, version, message_type, len(payload)) + payload
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 

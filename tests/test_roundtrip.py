@@ -386,3 +386,15 @@ def test_frame_at_exactly_the_payload_limit_is_accepted() -> None:
 def test_every_message_type_is_registered() -> None:
     assert set(REGISTRY) == set(MessageType)
     assert all(issubclass(cls, Message) and cls.TYPE is t for t, cls in REGISTRY.items())
+
+
+@given(
+    version=st.integers(0, 255), message_type=st.integers(0, 255), length=st.integers(0, 2**32 - 1)
+)
+def test_the_hot_path_header_packs_the_bytes_the_construct_declaration_builds(
+    version: int, message_type: int, length: int
+) -> None:
+    from protocol.frame import HEADER_STRUCT, MAGIC, FrameHeader
+
+    declared = FrameHeader.build({"version": version, "type": message_type, "length": length})
+    assert HEADER_STRUCT.pack(MAGIC, version, message_type, length) == bytes(declared)
