@@ -387,14 +387,9 @@ async def running_door(door: MqttDoor) -> AsyncIterator[MqttDoor]:
             await door.connected.wait()
         yield door
     finally:
-        stopping = asyncio.create_task(door.stop())
-        await asyncio.wait({stopping}, timeout=0.5)
-        while not stopping.done():  # aiomqtt may swallow stop()'s one cancellation (3.11)
-            task.cancel()
-            await asyncio.wait({stopping}, timeout=0.1)
-        with contextlib.suppress(asyncio.CancelledError):
+        async with asyncio.timeout(WAIT):
+            await door.stop()
             await task
-        await stopping
 
 
 async def _quiet(runtime: LockRuntime) -> None:

@@ -62,6 +62,7 @@ from sqlalchemy import delete, false, select, text, true, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from infra.backoff import Backoff
 from infra.broker import parse_mqtt_url
 from protocol import (
     AuditAck,
@@ -81,7 +82,7 @@ from .errors import CloudError
 from .models import Door, DoorVersion, MqttOutbox
 from .service import CloudService
 from .settings import CloudSettings
-from .sync import BundleCache, queue_bundle, queue_rotations, rotation_frames
+from .sync import BundleCache, accept_receipt, queue_bundle, queue_rotations, rotation_frames
 
 __all__ = [
     "BridgeConfig",
@@ -109,7 +110,6 @@ _OUTBOX_LOCK: Final = 0x6C6B_0010
 """PostgreSQL advisory-lock key under which one cloud at a time drains the outbox."""
 _TRANSACTION_ATTEMPTS: Final = 3
 _NO_DELAY: Final = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-_MAX_EXPONENT: Final = 64
 _CANCEL_RETRY_S: Final = 0.1
 _LOCK_RETRY_S: Final = 0.05
 
@@ -134,10 +134,10 @@ def ingest_receipt(cloud: CloudService, door_id: str, payload: bytes) -> Receipt
     A forged receipt raises :class:`protocol.AuthenticationError` and changes nothing.
     A BASE_VERSION receipt queues a bundle from the version the lock holds.
     """
-    cloud.receipt(door_id, payload)
-    receipt = Receipt.from_bytes(payload)  # verified by the line above
+    door = cloud.door(door_id)
+    receipt = accept_receipt(cloud.session, door, payload)
     if receipt.status is ReceiptStatus.BASE_VERSION:
-        _queue_bundle(cloud, cloud.door(door_id), receipt.list_version)
+        _queue_bundle(cloud, door, receipt.list_version)
     return receipt
 
 
@@ -297,10 +297,8 @@ class BridgeConfig:
 
     def reconnect_delay(self, failures: int, jitter: float) -> float:
         """Exponential, capped, with "equal jitter": in ``[d/2, d]`` for ``jitter`` in [0, 1]."""
-        ceiling = min(
-            self.reconnect_cap, self.reconnect_initial * 2.0 ** min(failures, _MAX_EXPONENT)
-        )
-        return ceiling / 2 + ceiling / 2 * jitter
+        backoff = Backoff(initial=self.reconnect_initial, cap=self.reconnect_cap)
+        return backoff.delay(failures, lambda: jitter)
 
 
 @dataclass

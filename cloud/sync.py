@@ -388,7 +388,7 @@ def _queue_bundles(
             *map(Upsert, c.upserts),
             *(Remove(CredentialKind(kind), cid) for kind, cid in c.removals),
         ]
-        frame = bundle_frame(
+        queue_bundle(
             session,
             door,
             door.synced_version,
@@ -397,8 +397,6 @@ def _queue_bundles(
             cache=cache,
             known=(known, c.held.digest),
         )
-        topic = door_topic(bytes.fromhex(door.id), "bundle")
-        session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
 
 
 def _change_of(row: DoorEntry) -> Change:
@@ -527,9 +525,13 @@ def queue_bundle(
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
+    known: tuple[list[Change] | None, bytes | None] = (None, None),
 ) -> None:
-    """Queue the door's bundle from ``base`` to its current version, retained (§10)."""
-    frame = bundle_frame(session, door, base, key=key, random=random, cache=cache)
+    """Queue the door's bundle from ``base`` to its current version, retained (§10).
+
+    ``known``: as for :func:`bundle_frame`.
+    """
+    frame = bundle_frame(session, door, base, key=key, random=random, cache=cache, known=known)
     topic = door_topic(bytes.fromhex(door.id), "bundle")
     session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
 

@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import aiomqtt
 
+from infra.backoff import Backoff
 from protocol import ErrorCode, ErrorMessage, MessageType
 from protocol.transport import KEY_ROTATION_TOPIC, door_topic
 
@@ -80,7 +81,6 @@ _LEAF_BY_TYPE: Final[dict[int, str]] = {
     MessageType.ERROR: "error",
 }
 _TYPE_OFFSET: Final = 3  # magic (2) | version (1) | type (1): §2.1
-_MAX_EXPONENT: Final = 64
 _CANCEL_RETRY_S: Final = 0.1
 _NO_DELAY: Final = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 """Nagle off: a PUBACK followed by an answer must not wait for the broker's delayed ACK."""
@@ -92,24 +92,6 @@ def topic_for_frame(door_id: bytes, frame: bytes) -> str | None:
         return None
     leaf = _LEAF_BY_TYPE.get(frame[_TYPE_OFFSET])
     return None if leaf is None else door_topic(door_id, leaf)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Backoff:
-    """Exponential reconnect delays with "equal jitter": in ``[d/2, d]``, ``d`` capped."""
-
-    initial: float = 0.1
-    cap: float = 5.0
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.cap or self.factor < 1:
-            raise ValueError("need 0 < initial <= cap and factor >= 1")
-
-    def delay(self, failures: int, random: Callable[[], float]) -> float:
-        """The pause after ``failures`` consecutive failed attempts (0: the first retry)."""
-        ceiling = min(self.cap, self.initial * self.factor ** min(failures, _MAX_EXPONENT))
-        return ceiling / 2 + ceiling / 2 * random()
 
 
 @dataclass

@@ -38,7 +38,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from protocol import AuditAck, MessageType, ProtocolError, SealedBundle
 from protocol.frame import decode_frame
@@ -277,27 +277,44 @@ class PhoneStore:
 
 def _bundle_row(door_id: str, frame: bytes, now: int) -> tuple[str, int, int, bytes, int]:
     door_id = door_id.lower()
-    try:
-        _, message_type, payload = decode_frame(frame)
-        if message_type != MessageType.BUNDLE:
-            raise StoreError(f"door {door_id}: not a BUNDLE frame (type {message_type:#04x})")
-        bundle = SealedBundle.from_bytes(payload)
-    except ProtocolError as exc:
-        raise StoreError(f"door {door_id}: not a bundle frame: {exc}") from exc
-    if bundle.door_id.hex() != door_id:
-        raise StoreError(f"door {door_id}: the bundle is addressed to {bundle.door_id.hex()}")
+    bundle = _parse_for_door(
+        door_id, frame, MessageType.BUNDLE, SealedBundle.from_bytes, ("a", "bundle")
+    )
     return door_id, bundle.base_version, bundle.target_version, frame, now
 
 
 def _ack_row(door_id: str, frame: bytes) -> tuple[str, int]:
     door_id = door_id.lower()
+    ack = _parse_for_door(
+        door_id, frame, MessageType.AUDIT_ACK, AuditAck.from_bytes, ("an", "audit ack")
+    )
+    return door_id, ack.up_to_seq
+
+
+_M = TypeVar("_M", SealedBundle, AuditAck)
+
+
+def _parse_for_door(
+    door_id: str,
+    frame: bytes,
+    expected: MessageType,
+    parse: Callable[[bytes], _M],
+    noun: tuple[str, str],
+) -> _M:
+    """Parse (never trust) a frame the phone keeps for ``door_id``; StoreError if it is not one.
+
+    ``noun`` is the article and name for messages, e.g. ``("an", "audit ack")``.
+    """
+    article, name = noun
     try:
         _, message_type, payload = decode_frame(frame)
-        if message_type != MessageType.AUDIT_ACK:
-            raise StoreError(f"door {door_id}: not an AUDIT_ACK frame (type {message_type:#04x})")
-        ack = AuditAck.from_bytes(payload)
+        if message_type != expected:
+            raise StoreError(
+                f"door {door_id}: not {article} {expected.name} frame (type {message_type:#04x})"
+            )
+        message = parse(payload)
     except ProtocolError as exc:
-        raise StoreError(f"door {door_id}: not an audit ack frame: {exc}") from exc
-    if ack.door_id.hex() != door_id:
-        raise StoreError(f"door {door_id}: the audit ack is addressed to {ack.door_id.hex()}")
-    return door_id, ack.up_to_seq
+        raise StoreError(f"door {door_id}: not {article} {name} frame: {exc}") from exc
+    if message.door_id.hex() != door_id:
+        raise StoreError(f"door {door_id}: the {name} is addressed to {message.door_id.hex()}")
+    return message
