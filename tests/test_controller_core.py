@@ -930,6 +930,14 @@ def test_battery_drains_per_unlock_and_per_radio_second_and_hello_reports_it() -
     assert rig.connect()[1].battery_pct == 80
 
 
+def test_a_granted_tap_is_one_journal_write_before_the_motor() -> None:
+    rig = LockRig.provision(card_entry(CARD))
+    actions = rig.tap(CARD).actions
+    kinds = [type(a) for a in actions if isinstance(a, PersistTransaction | Energise)]
+    assert kinds == [PersistTransaction, Energise]  # the decision and its drain, together
+    assert rig.durable_view() == rig.view
+
+
 def test_hello_reports_the_lock() -> None:
     rig = _rig(NOON, card_entry(CARD))
     rig.advance(30)
