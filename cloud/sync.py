@@ -57,11 +57,10 @@ from .models import (
     DoorEntry,
     DoorVersion,
     Grant,
-    Keycard,
     MqttOutbox,
-    Person,
     Property,
 )
+from .sql import Sql, json_list, marks
 
 __all__ = [
     "BundleCache",
@@ -168,14 +167,43 @@ def _drop_pending(session: Session, _previous: object) -> None:
     session.info.pop(_PENDING, None)
 
 
-def doors_of_person(session: Session, person_id: str) -> dict[str, Grant]:
-    """Every door the person's grants cover, with the grant that covers it."""
-    doors: dict[str, Grant] = {}
-    grants = session.execute(select(Grant).where(Grant.person_id == person_id)).scalars()
-    for grant in sorted(grants, key=lambda g: g.door_id is None):  # door grants win
-        for door_id in _doors_of_grant(session, grant):
-            doors.setdefault(door_id, grant)
+@dataclass(frozen=True)
+class GrantTerms:
+    """When a grant lets its person in: validity bounds and weekly windows."""
+
+    valid_from: int
+    valid_until: int
+    schedule: tuple[tuple[int, int, int], ...]
+
+
+_GRANTED_DOORS: Final = (
+    # door grants first: where a person has both, the door grant's terms win
+    "SELECT g.person_id, g.door_id, g.valid_from, g.valid_until, g.schedule, 0 AS rank, g.id"
+    " FROM access_grant g WHERE g.door_id IS NOT NULL AND g.person_id IN {people}"
+    " UNION ALL"
+    " SELECT g.person_id, d.id, g.valid_from, g.valid_until, g.schedule, 1 AS rank, g.id"
+    " FROM access_grant g JOIN door d ON d.property_id = g.property_id"
+    " WHERE g.door_id IS NULL AND g.person_id IN {people}"
+    " ORDER BY 6, 7"
+)
+
+
+def _granted_doors(sql: Sql, person_ids: list[str]) -> dict[str, dict[str, GrantTerms]]:
+    """Per person, every door their grants cover with the terms that cover it."""
+    people = marks(len(person_ids))
+    doors: dict[str, dict[str, GrantTerms]] = {person_id: {} for person_id in person_ids}
+    for person_id, door_id, start, end, schedule, _, _ in sql.rows(
+        _GRANTED_DOORS.format(people=people), [*person_ids, *person_ids]
+    ):
+        windows = tuple((int(d), int(s), int(e)) for d, s, e in json_list(schedule))
+        doors[person_id].setdefault(door_id, GrantTerms(int(start), int(end), windows))
     return doors
+
+
+def doors_of_person(session: Session, person_id: str) -> dict[str, GrantTerms]:
+    """Every door the person's grants cover, with the terms of the grant that covers it."""
+    with Sql(session, writes=False) as sql:
+        return _granted_doors(sql, [person_id])[person_id]
 
 
 def _openable_doors_query() -> Select[str, str, str]:
@@ -201,18 +229,10 @@ def openable_doors(session: Session, person_id: str) -> list[tuple[str, str, str
     return [(door_id, name, portfolio) for door_id, name, portfolio in rows]
 
 
-def _doors_of_grant(session: Session, grant: Grant) -> list[str]:
-    if grant.door_id is not None:
-        return [grant.door_id]
-    return list(
-        session.execute(select(Door.id).where(Door.property_id == grant.property_id)).scalars()
-    )
-
-
 def _entry(
     kind: CredentialKind,
     credential_id: str,
-    grant: Grant | None,
+    grant: GrantTerms | None,
     *,
     status: CredentialStatus = CredentialStatus.ACTIVE,
     card_key: bytes = b"",
@@ -234,18 +254,25 @@ def _entry(
     ).encoded
 
 
+@dataclass(frozen=True)
+class _Card:
+    uid: str
+    card_key: bytes
+    active: bool
+
+
 def _desired(
-    person: Person, grant: Grant | None, cards: list[Keycard], present: set[EntryKey]
+    person_id: str, grant: GrantTerms | None, cards: list[_Card], present: set[EntryKey]
 ) -> dict[EntryKey, bytes | None]:
     """What one door must hold for one person (None: remove)."""
     want: dict[EntryKey, bytes | None] = {}
-    person_key = (int(CredentialKind.PERSON), person.id)
+    person_key = (int(CredentialKind.PERSON), person_id)
     want[person_key] = None
     if grant is not None:
-        want[person_key] = _entry(CredentialKind.PERSON, person.id, grant)
+        want[person_key] = _entry(CredentialKind.PERSON, person_id, grant)
     for card in cards:
         key = (int(CredentialKind.KEYCARD), card.uid)
-        active = card.state == "active" and grant is not None
+        active = card.active and grant is not None
         if not active and key not in present:
             continue
         status = CredentialStatus.ACTIVE if active else CredentialStatus.REVOKED
@@ -253,6 +280,17 @@ def _desired(
             CredentialKind.KEYCARD, card.uid, grant, status=status, card_key=card.card_key
         )
     return want
+
+
+@dataclass
+class _Door:
+    """What the sync engine reads of a door row (locked for the transaction)."""
+
+    id: str
+    online: bool
+    list_version: int
+    synced_version: int
+    sealing_public: bytes
 
 
 def resync_people(
@@ -268,100 +306,135 @@ def resync_people(
     Each door that changes is bumped once, whatever number of the people it concerns (a
     new door with a building's residents gets one version). The people's rows are locked
     first, in id order, so two changes for one person run one after the other, each
-    reading the other's committed cards (``populate_existing`` refreshes objects this
-    session loaded before the lock).
+    reading the other's committed cards and entries; then the doors, in id order, so
+    concurrent changes for other people never lose a version bump. Runs on raw DB-API
+    statements (:mod:`cloud.sql`): a dozen statements whatever the number of doors.
     """
     ids = sorted(set(person_ids))
     if not ids:
         return []
-    fresh = {"populate_existing": True}
-    people = session.scalars(
-        select(Person)
-        .where(Person.id.in_(ids))
-        .order_by(Person.id)
-        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: card rows' FK locks don't conflict
-        .execution_options(**fresh)
-    ).all()
-    if len(people) != len(ids):
-        raise NotFoundError(f"no person {sorted(set(ids) - {p.id for p in people})[0]!r}")
-    cards: dict[str, list[Keycard]] = {person_id: [] for person_id in ids}
-    for card in session.scalars(
-        select(Keycard).where(Keycard.person_id.in_(ids)).execution_options(**fresh)
-    ):
-        cards[card.person_id or ""].append(card)
-    granted = {person_id: doors_of_person(session, person_id) for person_id in ids}
-    keys = [(int(CredentialKind.PERSON), person_id) for person_id in ids] + [
-        (int(CredentialKind.KEYCARD), c.uid) for held in cards.values() for c in held
-    ]
-    reached = set(_doors_holding(session, keys)).union(*granted.values())
-    doors = _lock_doors(session, sorted(reached))
-    if not doors:
+    with Sql(session) as sql:
+        people = marks(len(ids))
+        lock = sql.lock("FOR NO KEY UPDATE")  # card rows' FK locks don't conflict with it
+        found = sql.rows(f"SELECT id FROM person WHERE id IN {people} ORDER BY id{lock}", ids)
+        if len(found) != len(ids):
+            raise NotFoundError(f"no person {sorted(set(ids) - {p for (p,) in found})[0]!r}")
+        cards: dict[str, list[_Card]] = {person_id: [] for person_id in ids}
+        for person_id, uid, card_key, state in sql.rows(
+            f"SELECT person_id, uid, card_key, state FROM keycard WHERE person_id IN {people}", ids
+        ):
+            cards[person_id].append(_Card(uid, bytes(card_key), state == "active"))
+        granted = _granted_doors(sql, ids)
+        keys = {(int(CredentialKind.PERSON), person_id) for person_id in ids} | {
+            (int(CredentialKind.KEYCARD), c.uid) for held in cards.values() for c in held
+        }
+        entries = _entries_of(sql, keys)
+        holding = {door_id for door_id, held in entries.items() if any(held.values())}
+        doors = _lock_doors(sql, sorted(holding.union(*granted.values())))
+        changed: list[_DoorDiff] = []
+        for door in doors:
+            held = entries.get(door.id, {})
+            present = {k for k, encoded in held.items() if encoded is not None}
+            diff: dict[EntryKey, bytes | None] = {}
+            for person_id in ids:
+                grant = granted[person_id].get(door.id)
+                want = _desired(person_id, grant, cards[person_id], present)
+                diff |= {k: v for k, v in want.items() if held.get(k) != v}
+            if diff:
+                changed.append(_bump(sql, door, diff, held, cache))
+        _write_bumps(sql, changed)
+        _queue_bundles(sql, [c for c in changed if c.door.online], key, random, cache)
+        return [DoorChange(c.door.id, c.door.list_version) for c in changed]
+
+
+def _entries_of(sql: Sql, keys: set[EntryKey]) -> dict[str, dict[EntryKey, bytes | None]]:
+    """Per door, the rows (tombstones too) of any of ``keys``."""
+    ids = sorted({cid for _, cid in keys})
+    rows = sql.rows(
+        "SELECT door_id, kind, credential_id, encoded FROM door_entry"
+        f" WHERE credential_id IN {marks(len(ids))}",
+        ids,
+    )
+    entries: dict[str, dict[EntryKey, bytes | None]] = {}
+    for door_id, kind, cid, encoded in rows:
+        if (kind, cid) in keys:
+            held = None if encoded is None else bytes(encoded)
+            entries.setdefault(door_id, {})[(kind, cid)] = held
+    return entries
+
+
+def _lock_doors(sql: Sql, door_ids: list[str]) -> list[_Door]:
+    """Lock the doors' rows for this transaction (in id order) and read them."""
+    if not door_ids:
         return []
-    rows: dict[str, dict[EntryKey, DoorEntry]] = {door.id: {} for door in doors}
-    for row in session.scalars(
-        select(DoorEntry).where(
-            DoorEntry.door_id.in_(rows), DoorEntry.credential_id.in_([cid for _, cid in keys])
-        )
-    ):
-        rows[row.door_id][(row.kind, row.credential_id)] = row
-    changed: list[_DoorDiff] = []
-    for door in doors:
-        held = rows[door.id]
-        present = {k for k, r in held.items() if r.encoded is not None}
-        diff: dict[EntryKey, bytes | None] = {}
-        for person in people:
-            want = _desired(person, granted[person.id].get(door.id), cards[person.id], present)
-            diff |= {k: v for k, v in want.items() if (held[k].encoded if k in held else None) != v}
-        if diff:
-            changed.append(_bump(session, door, diff, held, cache))
-    _queue_bundles(session, [c for c in changed if c.door.online], key, random, cache)
-    return [DoorChange(c.door.id, c.door.list_version) for c in changed]
+    rows = sql.rows(
+        "SELECT id, online, list_version, synced_version, sealing_public FROM door"
+        f" WHERE id IN {marks(len(door_ids))} ORDER BY id{sql.lock()}",
+        door_ids,
+    )
+    return [_Door(i, bool(o), lv, sv, bytes(sp)) for i, o, lv, sv, sp in rows]
 
 
 @dataclass
 class _DoorDiff:
     """One door's new version: the entries that changed and the list they make."""
 
-    door: Door
+    door: _Door
+    diff: dict[EntryKey, bytes | None]
+    existing: set[EntryKey]
     upserts: list[Credential]
     removals: list[CredentialKey]
     held: CredentialList
 
 
 def _bump(
-    session: Session,
-    door: Door,
+    sql: Sql,
+    door: _Door,
     diff: dict[EntryKey, bytes | None],
-    rows: dict[EntryKey, DoorEntry],
+    held: dict[EntryKey, bytes | None],
     cache: BundleCache,
 ) -> _DoorDiff:
-    """Move ``door`` one version on by ``diff``: entries, version row and the new list."""
-    base_list = cache.list_at(session, door.id, door.list_version) or door_list(session, door)
+    """Move ``door`` one version on by ``diff`` (in memory; :func:`_write_bumps` writes)."""
+    base_list = cache.list_at(sql.session, door.id, door.list_version) or _read_list(
+        sql, door.id, door.list_version
+    )
     door.list_version += 1
-    for entry_key, encoded in diff.items():
-        row = rows.get(entry_key)
-        if row is None:
-            session.add(
-                DoorEntry(
-                    door_id=door.id,
-                    kind=entry_key[0],
-                    credential_id=entry_key[1],
-                    encoded=encoded,
-                    changed_version=door.list_version,
-                )
-            )
-        else:
-            row.encoded, row.changed_version = encoded, door.list_version
     upserts = [Credential.from_encoded(e) for e in diff.values() if e is not None]
     removals = [(kind, bytes.fromhex(cid)) for (kind, cid), e in diff.items() if e is None]
-    held = base_list.with_changes(version=door.list_version, upserts=upserts, removals=removals)
-    session.add(DoorVersion(door_id=door.id, version=door.list_version, digest=held.digest))
-    cache.keep_list(session, door.id, held)
-    return _DoorDiff(door, upserts, removals, held)
+    new_list = base_list.with_changes(version=door.list_version, upserts=upserts, removals=removals)
+    cache.keep_list(sql.session, door.id, new_list)
+    return _DoorDiff(door, diff, set(held), upserts, removals, new_list)
+
+
+def _write_bumps(sql: Sql, changed: list[_DoorDiff]) -> None:
+    """Write every bumped door: version, changed entries, and the new version's digest."""
+    rows = [
+        (c.door.id, k, e, c.door.list_version, k in c.existing)
+        for c in changed
+        for k, e in c.diff.items()
+    ]
+    sql.run_many(
+        "UPDATE door_entry SET encoded = ?, changed_version = ?"
+        " WHERE door_id = ? AND kind = ? AND credential_id = ?",
+        [(e, v, d, k[0], k[1]) for d, k, e, v, exists in rows if exists],
+    )
+    sql.run_many(
+        "INSERT INTO door_entry (door_id, kind, credential_id, encoded, changed_version)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(d, k[0], k[1], e, v) for d, k, e, v, exists in rows if not exists],
+    )
+    sql.run_many(
+        "UPDATE door SET list_version = ? WHERE id = ?",
+        [(c.door.list_version, c.door.id) for c in changed],
+    )
+    sql.run_many(
+        "INSERT INTO door_version (door_id, version, digest) VALUES (?, ?, ?)",
+        [(c.door.id, c.door.list_version, c.held.digest) for c in changed],
+    )
 
 
 def _queue_bundles(
-    session: Session,
+    sql: Sql,
     changed: list[_DoorDiff],
     key: SigningKey,
     random: Callable[[int], bytes],
@@ -375,55 +448,54 @@ def _queue_bundles(
     behind = [c.door.id for c in changed if c.door.synced_version != c.door.list_version - 1]
     missed: dict[str, list[Change]] = {door_id: [] for door_id in behind}
     if behind:
-        query = (
-            select(DoorEntry)
-            .join(Door, Door.id == DoorEntry.door_id)
-            .where(DoorEntry.door_id.in_(behind), DoorEntry.changed_version > Door.synced_version)
-        )
-        for row in session.scalars(query):
-            missed[row.door_id].append(_change_of(row))
+        for door_id, kind, cid, encoded in sql.rows(
+            "SELECT e.door_id, e.kind, e.credential_id, e.encoded"
+            " FROM door_entry e JOIN door d ON d.id = e.door_id"
+            f" WHERE e.door_id IN {marks(len(behind))} AND e.changed_version > d.synced_version",
+            behind,
+        ):
+            missed[door_id].append(_change(kind, cid, encoded))
+    outbox = []
     for c in changed:
         door = c.door
         known = missed.get(door.id) or [
             *map(Upsert, c.upserts),
             *(Remove(CredentialKind(kind), cid) for kind, cid in c.removals),
         ]
-        queue_bundle(
-            session,
-            door,
+        frame = _sealed(
+            sql.session,
+            door.id,
+            door.sealing_public,
             door.synced_version,
+            door.list_version,
             key=key,
             random=random,
             cache=cache,
-            known=(known, c.held.digest),
+            contents=lambda _, known=known, digest=c.held.digest: (known, digest),
         )
+        outbox.append((door_topic(bytes.fromhex(door.id), "bundle"), frame, True, False))
+    sql.run_many(
+        "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)", outbox
+    )
+
+
+def _change(kind: int, credential_id: str, encoded: bytes | None) -> Change:
+    if encoded is not None:
+        return Upsert(Credential.from_encoded(bytes(encoded)))
+    return Remove(CredentialKind(kind), bytes.fromhex(credential_id))
 
 
 def _change_of(row: DoorEntry) -> Change:
-    if row.encoded is not None:
-        return Upsert(Credential.from_encoded(row.encoded))
-    return Remove(CredentialKind(row.kind), bytes.fromhex(row.credential_id))
+    return _change(row.kind, row.credential_id, row.encoded)
 
 
-def _doors_holding(session: Session, keys: list[EntryKey]) -> set[str]:
-    """Doors whose list holds any of ``keys`` (one query)."""
-    held = or_(*((DoorEntry.kind == kind) & (DoorEntry.credential_id == cid) for kind, cid in keys))
-    rows = session.execute(
-        select(DoorEntry.door_id).where(held, DoorEntry.encoded.is_not(None)).distinct()
+def _read_list(sql: Sql, door_id: str, version: int) -> CredentialList:
+    blobs = sql.rows(
+        "SELECT encoded FROM door_entry WHERE door_id = ? AND encoded IS NOT NULL", [door_id]
     )
-    return set(rows.scalars())
-
-
-def _lock_doors(session: Session, door_ids: list[str]) -> list[Door]:
-    """Lock the doors' rows for this transaction (in id order) and read them fresh.
-
-    ``populate_existing`` matters: a Door the session loaded before the lock (the
-    portfolio check loads them) would otherwise keep its stale ``list_version``.
-    """
-    if not door_ids:
-        return []
-    query = select(Door).where(Door.id.in_(door_ids)).order_by(Door.id).with_for_update()
-    return list(session.scalars(query.execution_options(populate_existing=True)))
+    return CredentialList.from_encoded_entries(
+        door_id=bytes.fromhex(door_id), version=version, entries=[bytes(b) for (b,) in blobs]
+    )
 
 
 def door_list(session: Session, door: Door) -> CredentialList:
@@ -448,36 +520,60 @@ def bundle_frame(
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
-    known: tuple[list[Change] | None, bytes | None] = (None, None),
 ) -> bytes:
-    """The sealed, signed bundle taking ``door`` from ``base`` to its current version.
+    """The sealed, signed bundle taking ``door`` from ``base`` to its current version."""
 
-    ``known`` is what the caller already has: the changes since ``base`` and the current
-    digest (either may be None: read from the tables then).
-    """
-    base = base if 0 <= base < door.list_version else 0
-    cache_key = (door.id, base, door.list_version, key.epoch)  # a rotation must re-sign
-    frame = cache.frame(session, cache_key)
-    if frame is not None:
-        return frame
-    changes, digest = known
-    if changes is None:
+    def contents(base: int) -> tuple[list[Change], bytes]:
         rows = session.execute(
             select(DoorEntry).where(DoorEntry.door_id == door.id, DoorEntry.changed_version > base)
         ).scalars()
-        changes = [_change_of(r) for r in rows]
-    bundle = seal_bundle(
+        return [_change_of(r) for r in rows], _current_digest(session, door)
+
+    return _sealed(
+        session,
+        door.id,
+        door.sealing_public,
+        base,
+        door.list_version,
+        key=key,
+        random=random,
+        cache=cache,
+        contents=contents,
+    )
+
+
+def _sealed(
+    session: Session,
+    door_id: str,
+    sealing_public: bytes,
+    base: int,
+    target: int,
+    *,
+    key: SigningKey,
+    random: Callable[[int], bytes],
+    cache: BundleCache,
+    contents: Callable[[int], tuple[list[Change], bytes]],
+) -> bytes:
+    """The bundle from ``base`` (0 if it is no version before ``target``) to ``target``,
+    from the cache or sealed from ``contents(base)``: the changes since base, and the
+    digest of the list at ``target``."""
+    base = base if 0 <= base < target else 0
+    cache_key = (door_id, base, target, key.epoch)  # a rotation must re-sign
+    frame = cache.frame(session, cache_key)
+    if frame is not None:
+        return frame
+    changes, digest = contents(base)
+    frame = seal_bundle(
         changes,
-        door_id=bytes.fromhex(door.id),
-        door_public=x25519_public_from_bytes(door.sealing_public),
+        door_id=bytes.fromhex(door_id),
+        door_public=x25519_public_from_bytes(sealing_public),
         base_version=base,
-        target_version=door.list_version,
-        target_digest=digest or _current_digest(session, door),
+        target_version=target,
+        target_digest=digest,
         key_epoch=key.epoch,
         cloud_key=key.private,
         ephemeral=x25519_private_from_seed(random(32)),
-    )
-    frame = bundle.to_frame()
+    ).to_frame()
     cache.keep_frame(session, cache_key, frame)
     return frame
 
@@ -525,13 +621,9 @@ def queue_bundle(
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
-    known: tuple[list[Change] | None, bytes | None] = (None, None),
 ) -> None:
-    """Queue the door's bundle from ``base`` to its current version, retained (§10).
-
-    ``known``: as for :func:`bundle_frame`.
-    """
-    frame = bundle_frame(session, door, base, key=key, random=random, cache=cache, known=known)
+    """Queue the door's bundle from ``base`` to its current version, retained (§10)."""
+    frame = bundle_frame(session, door, base, key=key, random=random, cache=cache)
     topic = door_topic(bytes.fromhex(door.id), "bundle")
     session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
 
