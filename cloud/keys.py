@@ -9,6 +9,7 @@ it can be sent to every door like a bundle.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -18,8 +19,9 @@ from protocol import KeyRotation
 from protocol.crypto import ed25519_private_from_seed, public_bytes
 
 from .models import CloudKey
+from .sql import Sql
 
-__all__ = ["SigningKey", "current_key", "ensure_key", "rotate"]
+__all__ = ["SigningKey", "current_key", "ensure_key", "key_of", "rotate"]
 
 
 class SigningKey:
@@ -49,8 +51,22 @@ def ensure_key(
 
 def current_key(session: Session) -> SigningKey:
     """The current key; the cloud must have been initialised (:func:`ensure_key`)."""
-    row = session.execute(select(CloudKey).order_by(CloudKey.epoch.desc()).limit(1)).scalar_one()
-    return SigningKey(row.epoch, ed25519_private_from_seed(row.seed))
+    with Sql(session, writes=False) as sql:
+        return key_of(sql)
+
+
+def key_of(sql: Sql) -> SigningKey:
+    """:func:`current_key` on an open :class:`~cloud.sql.Sql`."""
+    row = sql.row("SELECT epoch, seed FROM cloud_key ORDER BY epoch DESC LIMIT 1")
+    if row is None:
+        raise LookupError("the cloud has no signing key yet: run `door-cloud migrate` first")
+    return _signing_key(int(row[0]), bytes(row[1]))
+
+
+@lru_cache(maxsize=16)
+def _signing_key(epoch: int, seed: bytes) -> SigningKey:
+    """Deriving the private key costs more than the query: once per (epoch, seed)."""
+    return SigningKey(epoch, ed25519_private_from_seed(seed))
 
 
 def rotate(session: Session, random: Callable[[int], bytes]) -> KeyRotation:

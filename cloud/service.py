@@ -71,13 +71,12 @@ from .errors import (
     RateLimitedError,
     WrongCodeError,
 )
-from .keys import SigningKey, current_key
+from .keys import SigningKey, current_key, key_of
 from .models import (
     AuditRecord,
     CodeAttempt,
     Door,
     DoorEntry,
-    EmailOutbox,
     Grant,
     Keycard,
     Manager,
@@ -87,6 +86,7 @@ from .models import (
     Phone,
     Property,
 )
+from .sql import Sql
 from .sync import (
     BundleCache,
     DoorChange,
@@ -94,7 +94,7 @@ from .sync import (
     bundle_frame,
     doors_of_person,
     openable_doors,
-    resync_people,
+    resync,
 )
 
 __all__ = ["CardStatus", "CloudService", "PersonStatus", "hash_code"]
@@ -173,14 +173,25 @@ class CloudService:
 
     # --- rules ------------------------------------------------------------------------
 
-    def check_portfolio_rule(self, manager_id: str, person_id: str) -> Manager:
+    def check_portfolio_rule(self, manager_id: str, person_id: str) -> str:
         """Refuse unless every door the person can open is in the manager's portfolios.
 
-        Returns the manager, for the email that tells the person what was done for them.
+        Returns the manager's name, for the email that tells the person what was done.
         """
-        manager = self._get(Manager, manager_id, "manager")
-        mine = self.manager_portfolios(manager_id)
-        doors = openable_doors(self.session, person_id)
+        with Sql(self.session, writes=False) as sql:
+            return self._portfolio_rule(sql, manager_id, person_id)
+
+    def _portfolio_rule(self, sql: Sql, manager_id: str, person_id: str) -> str:
+        manager = sql.row("SELECT name FROM manager WHERE id = ?", [manager_id])
+        if manager is None:
+            raise NotFoundError(f"no manager {manager_id!r}")
+        mine = {
+            portfolio
+            for (portfolio,) in sql.rows(
+                "SELECT portfolio_id FROM manager_portfolio WHERE manager_id = ?", [manager_id]
+            )
+        }
+        doors = openable_doors(sql, person_id)
         if not any(portfolio in mine for _, _, portfolio in doors):
             raise NotFoundError(f"no person {person_id!r} in your portfolios")
         outside = sorted({name for _, name, portfolio in doors if portfolio not in mine})
@@ -190,38 +201,42 @@ class CloudService:
                 "so you cannot change their keycard; they must self-activate or self-deactivate "
                 "it with the code printed on the card"
             )
-        return manager
+        return str(manager[0])
 
-    # --- keycard lifecycle ------------------------------------------------------------
+    # --- keycard lifecycle (raw statements: the hot path, see cloud.sql) ---------------
 
     def activate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         """A manager activates ``uid`` for ``person_id`` (portfolio rule applies)."""
-        manager = self.check_portfolio_rule(manager_id, person_id)
-        card = self._assignable(uid, person_id)
-        card.person_id, card.state = person_id, "active"
-        changes = self._resync(person_id)
-        self._email(self.person(person_id), "activated", card.uid, manager)
+        with Sql(self.session) as sql:
+            manager = self._portfolio_rule(sql, manager_id, person_id)
+            card = self._assignable(sql, uid, person_id)
+            _set_card(sql, card, person_id, "active")
+            changes = self._resync_with(sql, [person_id])
+            self._email(sql, person_id, "activated", card, manager)
         return changes
 
     def deactivate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
-        manager = self.check_portfolio_rule(manager_id, person_id)
-        card = self._held(uid, person_id, "active")
-        card.state = "deactivated"
-        changes = self._resync(person_id)
-        self._email(self.person(person_id), "deactivated", card.uid, manager)
+        with Sql(self.session) as sql:
+            manager = self._portfolio_rule(sql, manager_id, person_id)
+            card = self._held(sql, uid, person_id, "active")
+            _set_card(sql, card, person_id, "deactivated")
+            changes = self._resync_with(sql, [person_id])
+            self._email(sql, person_id, "deactivated", card, manager)
         return changes
 
     def self_activate(self, person_id: str, uid: str, code: str) -> list[DoorChange]:
         """The resident activates a card with the code printed on it."""
         self._check_code(person_id, uid, code)
-        card = self._assignable(uid, person_id)
-        card.person_id, card.state = person_id, "active"
-        return self._resync(person_id)
+        with Sql(self.session) as sql:
+            card = self._assignable(sql, uid, person_id)
+            _set_card(sql, card, person_id, "active")
+            return self._resync_with(sql, [person_id])
 
     def self_deactivate(self, person_id: str, uid: str) -> list[DoorChange]:
-        card = self._held(uid, person_id, "active")
-        card.state = "deactivated"
-        return self._resync(person_id)
+        with Sql(self.session) as sql:
+            card = self._held(sql, uid, person_id, "active")
+            _set_card(sql, card, person_id, "deactivated")
+            return self._resync_with(sql, [person_id])
 
     def report_lost(
         self,
@@ -238,31 +253,34 @@ class CloudService:
         """
         if manager_id is not None:
             self.check_portfolio_rule(manager_id, person_id)
-        card = self._held(uid, person_id, "active", "deactivated")
+        with Sql(self.session, writes=False) as sql:
+            card = self._held(sql, uid, person_id, "active", "deactivated")
         if replacement is not None and manager_id is None:
             self._check_code(person_id, replacement, replacement_code or "")
-        card.state = "lost"
-        if replacement is not None:
-            new = self._assignable(replacement, person_id)
-            new.person_id, new.state = person_id, "active"
-        changes = self._resync(person_id)
-        return changes, self.doors_accepting(card.uid)
+        with Sql(self.session) as sql:
+            _set_card(sql, card, person_id, "lost")
+            if replacement is not None:  # after: the lost card itself is no replacement
+                _set_card(sql, self._assignable(sql, replacement, person_id), person_id, "active")
+            changes = self._resync_with(sql, [person_id])
+        return changes, self.doors_accepting(card)
 
-    def _assignable(self, uid: str, person_id: str) -> Keycard:
-        card = self.card(uid)
-        if card.person_id not in (None, person_id):
-            raise ConflictError(f"keycard {card.uid} belongs to someone else")
-        if card.state in ("active", "lost"):
-            raise ConflictError(f"keycard {card.uid} is {card.state}; it cannot be activated again")
-        return card
+    def _assignable(self, sql: Sql, uid: str, person_id: str) -> str:
+        """The uid of a card that may be activated for the person."""
+        uid, holder, state = _card_row(sql, uid)
+        if holder not in (None, person_id):
+            raise ConflictError(f"keycard {uid} belongs to someone else")
+        if state in ("active", "lost"):
+            raise ConflictError(f"keycard {uid} is {state}; it cannot be activated again")
+        return uid
 
-    def _held(self, uid: str, person_id: str, *states: str) -> Keycard:
-        card = self.card(uid)
-        if card.person_id != person_id:
+    def _held(self, sql: Sql, uid: str, person_id: str, *states: str) -> str:
+        """The uid of the person's card, if it is in one of ``states``."""
+        uid, holder, state = _card_row(sql, uid)
+        if holder != person_id:
             raise NotFoundError(f"person {person_id} holds no keycard {uid!r}")
-        if card.state not in states:
-            raise ConflictError(f"keycard {card.uid} is {card.state}, not {' or '.join(states)}")
-        return card
+        if state not in states:
+            raise ConflictError(f"keycard {uid} is {state}, not {' or '.join(states)}")
+        return uid
 
     def _check_code(self, person_id: str, uid: str, code: str) -> None:
         """Check a printed code under the person's rate limit (see the module docstring).
@@ -298,24 +316,30 @@ class CloudService:
         return self._resync_all([person_id])
 
     def _resync_all(self, person_ids: list[str]) -> list[DoorChange]:
-        return resync_people(
-            self.session, person_ids, key=self.key, random=self.random, cache=self.cache
-        )
+        with Sql(self.session) as sql:
+            return self._resync_with(sql, person_ids)
 
-    def _email(self, person: Person, what: str, uid: str, manager: Manager) -> None:
-        token = self.random(12).hex()
-        self.session.add(
-            EmailOutbox(
-                message_id=f"<{token}.{what}@latchsim.invalid>",
-                recipient=person.email,
-                subject=f"Your keycard was {what}",
-                body=(
-                    f"Hello {person.name},\n\n"
-                    f"{manager.name} {what} your keycard {uid} on your behalf.\n"
-                    "Doors without internet learn of it when a resident's phone opens them; "
-                    "the app shows which doors are still pending.\n"
-                ),
-            )
+    def _resync_with(self, sql: Sql, person_ids: list[str]) -> list[DoorChange]:
+        return resync(sql, person_ids, key=key_of(sql), random=self.random, cache=self.cache)
+
+    def _email(self, sql: Sql, person_id: str, what: str, uid: str, manager: str) -> None:
+        person = sql.row("SELECT name, email FROM person WHERE id = ?", [person_id])
+        if person is None:
+            raise NotFoundError(f"no person {person_id!r}")
+        name, address = person
+        sql.run(
+            "INSERT INTO email_outbox (message_id, recipient, subject, body, attempts, sent)"
+            " VALUES (?, ?, ?, ?, 0, ?)",
+            [
+                f"<{self.random(12).hex()}.{what}@latchsim.invalid>",
+                address,
+                f"Your keycard was {what}",
+                f"Hello {name},\n\n"
+                f"{manager} {what} your keycard {uid} on your behalf.\n"
+                "Doors without internet learn of it when a resident's phone opens them; "
+                "the app shows which doors are still pending.\n",
+                False,
+            ],
         )
 
     # --- status -----------------------------------------------------------------------
@@ -743,3 +767,15 @@ def _check_door_keys(identity_public: bytes, sealing_public: bytes, doorcode_sec
         ) from None
     if len(doorcode_secret) != DOORCODE_SECRET_SIZE:
         raise InvalidInputError(f"doorcode_secret must be {DOORCODE_SECRET_SIZE} bytes")
+
+
+def _card_row(sql: Sql, uid: str) -> tuple[str, str | None, str]:
+    """``(uid, holder, state)`` of a keycard (not found: 404)."""
+    row = sql.row("SELECT uid, person_id, state FROM keycard WHERE uid = ?", [uid.lower()])
+    if row is None:
+        raise NotFoundError(f"no keycard {uid.lower()!r}")
+    return row[0], row[1], row[2]
+
+
+def _set_card(sql: Sql, uid: str, person_id: str, state: str) -> None:
+    sql.run("UPDATE keycard SET person_id = ?, state = ? WHERE uid = ?", [person_id, state, uid])

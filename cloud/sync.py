@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sqlalchemy import Select, String, bindparam, event, or_, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -56,9 +56,7 @@ from .models import (
     Door,
     DoorEntry,
     DoorVersion,
-    Grant,
     MqttOutbox,
-    Property,
 )
 from .sql import Sql, json_list, marks
 
@@ -72,6 +70,7 @@ __all__ = [
     "openable_doors",
     "queue_bundle",
     "queue_rotations",
+    "resync",
     "resync_people",
     "rotation_frames",
 ]
@@ -129,8 +128,6 @@ class BundleCache:
         pending: _Pending | None = session.info.get(_PENDING)
         if pending is None or pending.cache is not self:
             pending = session.info[_PENDING] = _Pending(self)
-            event.listen(session, "after_commit", _commit_pending, once=True)
-            event.listen(session, "after_soft_rollback", _drop_pending, once=True)
         return pending
 
     def _commit(self, pending: _Pending) -> None:
@@ -165,6 +162,11 @@ def _commit_pending(session: Session) -> None:
 
 def _drop_pending(session: Session, _previous: object) -> None:
     session.info.pop(_PENDING, None)
+
+
+# Once for every session: listening per session cost more than sealing a bundle.
+event.listen(Session, "after_commit", _commit_pending)
+event.listen(Session, "after_soft_rollback", _drop_pending)
 
 
 @dataclass(frozen=True)
@@ -206,26 +208,17 @@ def doors_of_person(session: Session, person_id: str) -> dict[str, GrantTerms]:
         return _granted_doors(sql, [person_id])[person_id]
 
 
-def _openable_doors_query() -> Select[str, str, str]:
-    person = bindparam("person_id", type_=String())
-    door_grants = select(Grant.door_id).where(Grant.person_id == person, Grant.door_id.is_not(None))
-    property_grants = select(Grant.property_id).where(
-        Grant.person_id == person, Grant.door_id.is_(None)
-    )
-    return (
-        select(Door.id, Door.name, Property.portfolio_id)
-        .join(Property, Property.id == Door.property_id)
-        .where(or_(Door.id.in_(door_grants), Door.property_id.in_(property_grants)))
-    )
+_OPENABLE_DOORS: Final = (
+    "SELECT d.id, d.name, p.portfolio_id FROM door d JOIN property p ON p.id = d.property_id"
+    " WHERE d.id IN (SELECT door_id FROM access_grant WHERE person_id = ? AND door_id IS NOT NULL)"
+    " OR d.property_id IN"
+    " (SELECT property_id FROM access_grant WHERE person_id = ? AND door_id IS NULL)"
+)
 
 
-_OPENABLE_DOORS: Final = _openable_doors_query()
-"""Built once: composing it per call cost more than running it."""
-
-
-def openable_doors(session: Session, person_id: str) -> list[tuple[str, str, str]]:
+def openable_doors(sql: Sql, person_id: str) -> list[tuple[str, str, str]]:
     """``(door id, door name, portfolio id)`` of every door the person's grants cover."""
-    rows = session.execute(_OPENABLE_DOORS, {"person_id": person_id})
+    rows = sql.rows(_OPENABLE_DOORS, [person_id, person_id])
     return [(door_id, name, portfolio) for door_id, name, portfolio in rows]
 
 
@@ -310,41 +303,53 @@ def resync_people(
     concurrent changes for other people never lose a version bump. Runs on raw DB-API
     statements (:mod:`cloud.sql`): a dozen statements whatever the number of doors.
     """
+    with Sql(session) as sql:
+        return resync(sql, person_ids, key=key, random=random, cache=cache)
+
+
+def resync(
+    sql: Sql,
+    person_ids: Iterable[str],
+    *,
+    key: SigningKey,
+    random: Callable[[int], bytes],
+    cache: BundleCache,
+) -> list[DoorChange]:
+    """:func:`resync_people` on an open :class:`~cloud.sql.Sql`."""
     ids = sorted(set(person_ids))
     if not ids:
         return []
-    with Sql(session) as sql:
-        people = marks(len(ids))
-        lock = sql.lock("FOR NO KEY UPDATE")  # card rows' FK locks don't conflict with it
-        found = sql.rows(f"SELECT id FROM person WHERE id IN {people} ORDER BY id{lock}", ids)
-        if len(found) != len(ids):
-            raise NotFoundError(f"no person {sorted(set(ids) - {p for (p,) in found})[0]!r}")
-        cards: dict[str, list[_Card]] = {person_id: [] for person_id in ids}
-        for person_id, uid, card_key, state in sql.rows(
-            f"SELECT person_id, uid, card_key, state FROM keycard WHERE person_id IN {people}", ids
-        ):
-            cards[person_id].append(_Card(uid, bytes(card_key), state == "active"))
-        granted = _granted_doors(sql, ids)
-        keys = {(int(CredentialKind.PERSON), person_id) for person_id in ids} | {
-            (int(CredentialKind.KEYCARD), c.uid) for held in cards.values() for c in held
-        }
-        entries = _entries_of(sql, keys)
-        holding = {door_id for door_id, held in entries.items() if any(held.values())}
-        doors = _lock_doors(sql, sorted(holding.union(*granted.values())))
-        changed: list[_DoorDiff] = []
-        for door in doors:
-            held = entries.get(door.id, {})
-            present = {k for k, encoded in held.items() if encoded is not None}
-            diff: dict[EntryKey, bytes | None] = {}
-            for person_id in ids:
-                grant = granted[person_id].get(door.id)
-                want = _desired(person_id, grant, cards[person_id], present)
-                diff |= {k: v for k, v in want.items() if held.get(k) != v}
-            if diff:
-                changed.append(_bump(sql, door, diff, held, cache))
-        _write_bumps(sql, changed)
-        _queue_bundles(sql, [c for c in changed if c.door.online], key, random, cache)
-        return [DoorChange(c.door.id, c.door.list_version) for c in changed]
+    people = marks(len(ids))
+    lock = sql.lock("FOR NO KEY UPDATE")  # card rows' FK locks don't conflict with it
+    found = sql.rows(f"SELECT id FROM person WHERE id IN {people} ORDER BY id{lock}", ids)
+    if len(found) != len(ids):
+        raise NotFoundError(f"no person {sorted(set(ids) - {p for (p,) in found})[0]!r}")
+    cards: dict[str, list[_Card]] = {person_id: [] for person_id in ids}
+    for person_id, uid, card_key, state in sql.rows(
+        f"SELECT person_id, uid, card_key, state FROM keycard WHERE person_id IN {people}", ids
+    ):
+        cards[person_id].append(_Card(uid, bytes(card_key), state == "active"))
+    granted = _granted_doors(sql, ids)
+    keys = {(int(CredentialKind.PERSON), person_id) for person_id in ids} | {
+        (int(CredentialKind.KEYCARD), c.uid) for held in cards.values() for c in held
+    }
+    entries = _entries_of(sql, keys)
+    holding = {door_id for door_id, held in entries.items() if any(held.values())}
+    doors = _lock_doors(sql, sorted(holding.union(*granted.values())))
+    changed: list[_DoorDiff] = []
+    for door in doors:
+        held = entries.get(door.id, {})
+        present = {k for k, encoded in held.items() if encoded is not None}
+        diff: dict[EntryKey, bytes | None] = {}
+        for person_id in ids:
+            grant = granted[person_id].get(door.id)
+            want = _desired(person_id, grant, cards[person_id], present)
+            diff |= {k: v for k, v in want.items() if held.get(k) != v}
+        if diff:
+            changed.append(_bump(sql, door, diff, held, cache))
+    _write_bumps(sql, changed)
+    _queue_bundles(sql, [c for c in changed if c.door.online], key, random, cache)
+    return [DoorChange(c.door.id, c.door.list_version) for c in changed]
 
 
 def _entries_of(sql: Sql, keys: set[EntryKey]) -> dict[str, dict[EntryKey, bytes | None]]:
