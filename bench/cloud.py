@@ -247,18 +247,29 @@ def _toggling(cloud: BenchCloud) -> Callable[[int], Loop]:
 
 
 def _statements_per_activation(cloud: BenchCloud) -> int:
-    """SQL statements one activation runs; checks that it sealed exactly one bundle."""
+    """SQL statements one activation sends to SQLite (its driver's own count: the hot path
+    bypasses SQLAlchemy), BEGIN and COMMIT included; checks it sealed exactly one bundle."""
     executed = 0
 
-    def count(*_: object) -> None:
+    def count(_statement: str) -> None:
         nonlocal executed
         executed += 1
 
     unsent = select(func.count()).select_from(MqttOutbox)
     before = cloud.count(unsent)
-    event.listen(cloud.engine, "before_cursor_execute", count)
-    changed = cloud.toggle()
-    event.remove(cloud.engine, "before_cursor_execute", count)
+    traced: list[Any] = []
+
+    def trace(driver: Any, *_: object) -> None:
+        driver.set_trace_callback(count)
+        traced.append(driver)
+
+    event.listen(cloud.engine, "checkout", trace)
+    try:
+        changed = cloud.toggle()
+    finally:
+        event.remove(cloud.engine, "checkout", trace)
+        for driver in traced:
+            driver.set_trace_callback(None)
     assert changed == 1 and cloud.count(unsent) == before + 1, "an activation must seal 1 bundle"
     return executed
 

@@ -90,6 +90,7 @@ from .sql import Sql
 from .sync import (
     BundleCache,
     DoorChange,
+    GrantTerms,
     accept_receipt,
     bundle_frame,
     doors_of_person,
@@ -538,7 +539,7 @@ class CloudService:
             raise NotFoundError(f"no door {door_id!r} in your portfolios")
         return door
 
-    def openable_door(self, person_id: str, door_id: str) -> tuple[Door, Grant]:
+    def openable_door(self, person_id: str, door_id: str) -> tuple[Door, GrantTerms]:
         """The door and the grant by which the person may open it, else not found."""
         grant = doors_of_person(self.session, person_id).get(door_id)
         if grant is None:
@@ -607,7 +608,7 @@ class CloudService:
         flags = list(kinds.scalars())
         return bool(flags) and all(flags)
 
-    def host_grant(self, person_id: str, door_id: str) -> Grant:
+    def host_grant(self, person_id: str, door_id: str) -> GrantTerms:
         """The resident's own grant on a door they may invite guests to or issue codes for."""
         if self.is_guest(person_id):
             raise ForbiddenError(

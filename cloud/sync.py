@@ -63,6 +63,7 @@ from .sql import Sql, json_list, marks
 __all__ = [
     "BundleCache",
     "DoorChange",
+    "GrantTerms",
     "accept_receipt",
     "bundle_frame",
     "door_list",
@@ -476,12 +477,17 @@ def _queue_bundles(
             key=key,
             random=random,
             cache=cache,
-            contents=lambda _, known=known, digest=c.held.digest: (known, digest),
+            contents=_given(known, c.held.digest),
         )
         outbox.append((door_topic(bytes.fromhex(door.id), "bundle"), frame, True, False))
     sql.run_many(
         "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)", outbox
     )
+
+
+def _given(changes: list[Change], digest: bytes) -> Callable[[int], tuple[list[Change], bytes]]:
+    """Contents for :func:`_sealed` that the caller already has."""
+    return lambda _base: (changes, digest)
 
 
 def _change(kind: int, credential_id: str, encoded: bytes | None) -> Change:

@@ -135,8 +135,19 @@ class Credential:
 
     @cached_property
     def encoded(self) -> bytes:
-        """The canonical encoding of this entry (§5.2)."""
-        return bytes(_ENTRY.build(self.to_container()))
+        """The canonical encoding of this entry (§5.2).
+
+        Packed with ``struct`` (the sync engine's hot path); a property test checks it
+        against :data:`EntryFormat`, the normative declaration.
+        """
+        parts = [
+            bytes((self.kind, len(self.credential_id))),
+            self.credential_id,
+            _ENTRY_FIXED.pack(self.status, self.valid_from, self.valid_until, len(self.schedule)),
+        ]
+        parts += [_WINDOW.pack(w.days, w.start_minute, w.end_minute) for w in self.schedule]
+        parts.append(self.card_key)  # empty unless a keycard
+        return b"".join(parts)
 
     def to_container(self) -> dict[str, Any]:
         """The field dictionary the construct declaration builds from."""

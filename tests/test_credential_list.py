@@ -1,13 +1,22 @@
-"""Credential list storage: the fast entry decoder agrees with the construct declaration,
-and the compact in-memory form behaves as a mapping."""
+"""Credential list storage: the fast entry, change-list and bundle encoders agree with the
+construct declarations, and the compact in-memory form behaves as a mapping."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 
 from protocol import Credential, CredentialKind, CredentialList
+from protocol.bundle import (
+    OP_REMOVE,
+    OP_UPSERT,
+    Change,
+    ChangesFormat,
+    SealedBundle,
+    Upsert,
+    encode_changes,
+)
 from protocol.credential_list import EntryFormat
-from tests.strategies import credentials
+from tests.strategies import change_lists, credentials, sealed_bundles
 
 DOOR = bytes(range(16))
 
@@ -18,6 +27,29 @@ def test_fast_decoder_agrees_with_declaration(entry: Credential) -> None:
     blob = entry.encoded
     assert Credential.from_encoded(blob) == entry
     assert Credential.from_container(EntryFormat.parse(blob)) == entry
+    assert blob == EntryFormat.build(entry.to_container())
+
+
+@settings(max_examples=200, deadline=None)
+@given(change_lists())
+def test_fast_change_encoder_agrees_with_declaration(changes: list[Change]) -> None:
+    ordered = sorted(changes, key=lambda c: c.key)
+    declared = ChangesFormat.build({"changes": [_declared(c) for c in ordered]})
+    assert encode_changes(changes) == declared
+
+
+@settings(max_examples=200, deadline=None)
+@given(sealed_bundles())
+def test_fast_bundle_body_agrees_with_declaration(bundle: SealedBundle) -> None:
+    container = {f: getattr(bundle, f) for f in SealedBundle.__dataclass_fields__}
+    del container["signature"]
+    assert bundle.body_bytes() == SealedBundle._FORMAT.build(container)
+
+
+def _declared(change: Change) -> dict[str, object]:
+    if isinstance(change, Upsert):
+        return {"op": OP_UPSERT, "body": change.credential.to_container()}
+    return {"op": OP_REMOVE, "body": {"kind": change.kind, "credential_id": change.credential_id}}
 
 
 def test_mapping_view_of_compact_list() -> None:
