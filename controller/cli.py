@@ -135,6 +135,8 @@ def _provision(args: argparse.Namespace) -> int:
     )
     registration = runtime.controller.state.identity.registration().to_json()
     if args.registration:
+        args.registration.touch(mode=0o600)
+        args.registration.chmod(0o600)  # it holds the keypad secret
         args.registration.write_text(registration + "\n")
         print(f"provisioned door {identity.door_id.hex()}; registration: {args.registration}")
     else:

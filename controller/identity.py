@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -30,12 +30,14 @@ def fingerprint(public_key: bytes) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Registration:
-    """What the cloud needs to register a door: ids and public keys only."""
+    """What the cloud needs to register a door: ids, public keys, and the keypad secret
+    (the cloud derives the doorcodes the lock checks, §7.2): keep it as a secret."""
 
     door_id: bytes
     property_id: bytes
     identity_public: bytes
     sealing_public: bytes
+    doorcode_secret: bytes = field(repr=False)
 
     def to_json(self) -> str:
         """The registration as a JSON document (hex strings)."""
@@ -45,6 +47,7 @@ class Registration:
                 "property_id": self.property_id.hex(),
                 "identity_public": self.identity_public.hex(),
                 "sealing_public": self.sealing_public.hex(),
+                "doorcode_secret": self.doorcode_secret.hex(),
             },
             indent=2,
         )
@@ -114,4 +117,5 @@ class LockIdentity:
             property_id=self.property_id,
             identity_public=self.identity_public,
             sealing_public=self.sealing_public,
+            doorcode_secret=self.doorcode_secret,
         )

@@ -38,6 +38,7 @@ def test_provision_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (
         registration["door_id"] == "01" * 16
         and len(bytes.fromhex(registration["identity_public"])) == 32
+        and len(bytes.fromhex(registration["doorcode_secret"])) == 32  # the cloud issues codes
     )
     status, out, _ = run(capsys, "inspect", str(flash))
     assert status == 0
