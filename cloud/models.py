@@ -102,6 +102,8 @@ class Door(Base):
     battery_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
     list_age_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     capacity_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    time_sync_seq: Mapped[int] = mapped_column(U32, default=0, server_default="0")
+    """The sequence of the last TIME_SYNC signed for this lock (§6.6; 0: none yet)."""
 
 
 class DoorEntry(Base):

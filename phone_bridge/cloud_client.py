@@ -17,7 +17,10 @@ Calls: :meth:`CloudClient.login` (a resident's token and the phone's Ed25519 pub
 give a phone token and a signed mobile credential; the client then uses the phone
 token), :meth:`CloudClient.bundles` (the sealed BUNDLE frame of every door the person
 can open that is behind), :meth:`CloudClient.upload` (a RECEIPT or AUDIT_BATCH frame,
-answered for audits with the cloud-signed AUDIT_ACK frame to give the lock next time).
+answered for audits with the cloud-signed AUDIT_ACK frame to give the lock next time),
+:meth:`CloudClient.rotations` (the KEY_ROTATION frames a lock at an older key epoch
+needs, ``docs/protocol.md`` §6.7) and :meth:`CloudClient.time_sync` (a TIME_SYNC for one
+door bound to the challenge of its HELLO, or none when the lock's clock is right, §6.6).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "CloudRefusedError",
     "CloudUnreachableError",
     "PhoneLogin",
+    "Rotations",
+    "TimeSyncAnswer",
     "UploadAnswer",
 ]
 
@@ -77,6 +82,26 @@ class UploadAnswer:
     door_id: str
     pending: bool | None = None
     ack_frame: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Rotations:
+    """The cloud's key epoch and the KEY_ROTATION frames above the epoch asked for, in order."""
+
+    epoch: int
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class TimeSyncAnswer:
+    """The cloud's answer to a time-sync request: a TIME_SYNC frame, or None (not needed)."""
+
+    door_id: str
+    cloud_time: int
+    lock_time: int
+    frame: bytes | None = None
+    sequence: int | None = None
+    key_epoch: int | None = None
 
 
 class CloudClient:
@@ -138,6 +163,32 @@ class CloudClient:
         if item.kind is UploadKind.AUDIT:
             return UploadAnswer(door_id=body["door_id"], ack_frame=bytes.fromhex(body["ack"]))
         return UploadAnswer(door_id=body["door_id"], pending=bool(body["pending"]))
+
+    async def rotations(self, *, after: int) -> Rotations:
+        """The KEY_ROTATION frames introducing every epoch above ``after``, oldest first."""
+        body = await self._call(
+            "GET", "/v1/phones/rotations", "fetch key rotations", params={"after": after}
+        )
+        frames = tuple(bytes.fromhex(frame) for frame in body["rotations"])
+        return Rotations(epoch=int(body["epoch"]), frames=frames)
+
+    async def time_sync(self, door_id: str, *, challenge: bytes, lock_time: int) -> TimeSyncAnswer:
+        """A TIME_SYNC for ``door_id`` bound to its HELLO ``challenge``, if its clock is off."""
+        body = await self._call(
+            "POST",
+            f"/v1/phones/doors/{door_id}/time-sync",
+            "ask for a time sync",
+            json={"challenge": challenge.hex(), "lock_time": lock_time},
+        )
+        frame = body.get("frame")
+        return TimeSyncAnswer(
+            door_id=body["door_id"],
+            cloud_time=int(body["cloud_time"]),
+            lock_time=int(body["lock_time"]),
+            frame=None if frame is None else bytes.fromhex(frame),
+            sequence=body.get("sequence"),
+            key_epoch=body.get("key_epoch"),
+        )
 
     async def _call(
         self, method: str, path: str, call: str, *, token: str | None = None, **options: Any

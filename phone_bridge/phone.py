@@ -11,8 +11,9 @@ its own but the link session: everything that must survive a restart is in the s
 * :meth:`Phone.login` logs the phone in with the resident's token and keeps the phone
   token and mobile credential in the store; a phone built later on the same file is
   logged in already.
-* :meth:`Phone.prefetch` replaces the held bundles with the cloud's pending ones; with no
-  signal it keeps what it held (the point of prefetching is the basement door).
+* :meth:`Phone.prefetch` replaces the held bundles with the cloud's pending ones and adds
+  the cloud's newer KEY_ROTATION frames; with no signal it keeps what it held (the point
+  of prefetching is the basement door).
 * :meth:`Phone.visit` runs :func:`~phone_bridge.visit.visit_door` for one door, delivering
   the AUDIT_ACK held for that door, then tries :meth:`Phone.drain` (a refused phone token
   is reported in the result's ``drain.stopped``, not raised, so the visit's report is
@@ -36,14 +37,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 
-from protocol import Intent, Reason
+from protocol import Intent, MobileCredential, ProtocolError, Reason, ScopeKind
 from protocol.crypto import public_bytes
 from protocol.transport import ADVERTISING_COMPANY_ID, SERVICE_UUID
 
@@ -56,7 +57,14 @@ from .cloud_client import (
 )
 from .link import LinkSession
 from .store import HeldLogin, PhoneStore, StoreError, Upload
-from .visit import ClientFactory, VisitConfig, VisitError, VisitReport, visit_door
+from .visit import (
+    ClientFactory,
+    VisitConfig,
+    VisitError,
+    VisitReport,
+    cloud_time_sync,
+    visit_door,
+)
 
 if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice
@@ -66,7 +74,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BleakDoors",
     "DoorFinder",
+    "DoorInRange",
     "DoorNotFoundError",
+    "DoorScanner",
     "DrainResult",
     "NotLoggedInError",
     "Phone",
@@ -76,6 +86,7 @@ __all__ = [
     "PhoneVisit",
     "PhoneVisitError",
     "PrefetchResult",
+    "SyncOutcome",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +166,31 @@ class PhoneVisit:
     first: VisitReport | None = None
 
 
+@dataclass(frozen=True)
+class DoorInRange:
+    """A door heard advertising: its id (hex), BLE address and signal strength (dBm)."""
+
+    door_id: str
+    address: str
+    rssi: int | None
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """One door of :meth:`Phone.sync_all`: the visit, or the error that ended it."""
+
+    door: DoorInRange
+    visit: PhoneVisit | None = None
+    error: PhoneError | None = None
+
+
+@runtime_checkable
+class DoorScanner(Protocol):
+    """A door finder that can also list the doors in range (:class:`BleakDoors` can)."""
+
+    async def scan(self, seconds: float) -> list[DoorInRange]: ...
+
+
 @dataclass
 class BleakDoors:
     """Finds a door by scanning with bleak for its door id in the advertisement (§7.1.5).
@@ -189,6 +225,21 @@ class BleakDoors:
         return lambda closed: BleakClient(
             found, closed, timeout=self.client_timeout_s, **self.client_kwargs
         )
+
+    async def scan(self, seconds: float) -> list[DoorInRange]:
+        """Every door heard advertising its door id (§7.1.5) within *seconds*, by door id."""
+        scanner_kwargs: dict[str, Any] = {"service_uuids": [SERVICE_UUID], **self.scanner_kwargs}
+        try:
+            heard = await BleakScanner.discover(seconds, return_adv=True, **scanner_kwargs)
+        except BleakError as error:
+            raise PhoneError("scan", str(error)) from error
+        doors: dict[str, DoorInRange] = {}
+        for device, adv in heard.values():
+            door_id = adv.manufacturer_data.get(ADVERTISING_COMPANY_ID)
+            if door_id is None or len(door_id) != 16:
+                continue
+            doors[door_id.hex()] = DoorInRange(door_id.hex(), device.address, adv.rssi)
+        return [doors[d] for d in sorted(doors)]
 
 
 class Phone:
@@ -236,10 +287,16 @@ class Phone:
         return login
 
     async def prefetch(self) -> PrefetchResult:
-        """Hold the cloud's pending bundles; with no answer, keep what was held."""
+        """Hold the cloud's pending bundles and key rotations; with no answer, keep what was held.
+
+        Rotations (§6.7) are fetched above the newest one held and kept with the older ones,
+        so the phone carries them to a lock at any older epoch, offline too.
+        """
         await self._require_login("prefetch")
         try:
             frames = await self.cloud.bundles()
+            held_epoch = await asyncio.to_thread(self.store.newest_rotation_epoch)
+            rotations = await self.cloud.rotations(after=held_epoch)
         except CloudUnreachableError as error:
             logger.info("prefetch: offline, keeping the held bundles: %s", error)
             held = await asyncio.to_thread(self.store.bundles)
@@ -248,8 +305,11 @@ class Phone:
             raise _cloud_error("prefetch", error) from error
         try:
             await asyncio.to_thread(self.store.keep_bundles, frames, now=self.wall_time())
+            await asyncio.to_thread(
+                self.store.keep_rotations, rotations.frames, now=self.wall_time()
+            )
         except StoreError as error:
-            raise PhoneError("prefetch", f"the cloud sent a bad bundle: {error}") from error
+            raise PhoneError("prefetch", f"the cloud sent a bad frame: {error}") from error
         return PrefetchResult(online=True, doors=tuple(sorted(frames)))
 
     async def visit(self, door: str, *, unlock: bool = True) -> PhoneVisit:
@@ -288,6 +348,7 @@ class Phone:
                 session=self.session,
                 config=self.config,
                 wall_time=self.wall_time,
+                time_sync=cloud_time_sync(self.cloud, self.store, wall_time=self.wall_time),
             )
         except VisitError as error:
             raise PhoneVisitError(f"visit: {error.step}", error.reason, error.report) from error
@@ -340,6 +401,47 @@ class Phone:
             raise NotLoggedInError(step, "log the phone in first")
         self.cloud.token = held.token
         return held
+
+    # --- doors in range and manual sync of them all ----------------------------------------
+
+    async def doors_in_range(self, seconds: float) -> list[DoorInRange]:
+        """The doors heard within *seconds* (the door finder must be a :class:`DoorScanner`)."""
+        if not isinstance(self.doors, DoorScanner):
+            raise PhoneError("scan", "this phone's door finder cannot list the doors in range")
+        return await self.doors.scan(seconds)
+
+    async def own_doors(self) -> frozenset[str]:
+        """Doors this phone syncs: those its mobile credential names, and those it holds a
+        bundle for (a credential scoped to a property names no door ids)."""
+        held = await self._require_login("sync")
+        bundles = await asyncio.to_thread(self.store.bundles)
+        return frozenset(_credential_doors(held.credential)) | {b.door_id for b in bundles}
+
+    async def sync_all(self, *, seconds: float, also: Collection[str] = ()) -> list[SyncOutcome]:
+        """Manual sync (no unlock) of every door in range that :meth:`own_doors` or *also*
+        names, one after the other; a door's failure is its outcome, not raised."""
+        wanted = await self.own_doors() | {d.lower() for d in also}
+        outcomes = []
+        for door in await self.doors_in_range(seconds):
+            if door.door_id not in wanted:
+                continue
+            try:
+                visit = await self.visit(door.door_id, unlock=False)
+                outcomes.append(SyncOutcome(door, visit=visit))
+            except PhoneError as error:
+                outcomes.append(SyncOutcome(door, error=error))
+        return outcomes
+
+
+def _credential_doors(credential: bytes) -> tuple[str, ...]:
+    """The door ids a held mobile credential names (none for a property scope)."""
+    try:
+        parsed = MobileCredential.from_bytes(credential)
+    except ProtocolError:
+        return ()
+    if parsed.scope_kind is ScopeKind.PROPERTY:
+        return ()
+    return tuple(d.hex() for d in parsed.scope_ids)
 
 
 def _bundle_may_grant(report: VisitReport) -> bool:

@@ -25,6 +25,10 @@ restart of the phone bridge:
 * **Audit acks.** The cloud answers an audit upload with a signed AUDIT_ACK frame to give
   that lock on the next visit (:meth:`PhoneStore.keep_ack`, one per door): an ack never
   replaces one that covers more events (a higher ``up_to_seq``).
+* **Key rotations.** The KEY_ROTATION frames of the cloud's key epochs (§6.7), one per
+  epoch, fetched while online (:meth:`PhoneStore.keep_rotations`) so that an offline
+  phone still carries them to a lock at an older epoch (:meth:`PhoneStore.rotations`).
+  They name no door and hold no secret; the phone cannot verify them (the lock does).
 
 The store is synchronous (``sqlite3``, a few rows): call it from a worker thread in
 asyncio code. One store, one process.
@@ -40,7 +44,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, TypeVar
 
-from protocol import AuditAck, MessageType, ProtocolError, SealedBundle
+from protocol import AuditAck, KeyRotation, MessageType, ProtocolError, SealedBundle
 from protocol.frame import decode_frame
 
 __all__ = ["CachedBundle", "HeldLogin", "PhoneStore", "StoreError", "Upload", "UploadKind"]
@@ -68,6 +72,11 @@ CREATE TABLE IF NOT EXISTS phone (
     valid_from INTEGER NOT NULL,
     valid_until INTEGER NOT NULL,
     logged_in_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rotation (
+    epoch INTEGER PRIMARY KEY,
+    frame BLOB NOT NULL,
+    fetched_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ack (
     door_id TEXT PRIMARY KEY,
@@ -264,6 +273,32 @@ class PhoneStore:
         with self._transaction() as db:
             db.execute("DELETE FROM ack WHERE door_id = ? AND frame = ?", (door_id.lower(), frame))
 
+    # --- key rotations ---------------------------------------------------------------
+
+    def keep_rotations(self, frames: Sequence[bytes], *, now: int) -> int:
+        """Hold these KEY_ROTATION frames, by the epoch each introduces; return how many are new.
+
+        A frame for an epoch already held replaces it. Nothing changes if any frame is refused.
+        """
+        rows = [(_rotation_epoch(frame), frame, now) for frame in frames]
+        with self._transaction() as db:
+            held = {row[0] for row in db.execute("SELECT epoch FROM rotation")}
+            db.executemany("INSERT OR REPLACE INTO rotation VALUES (?, ?, ?)", rows)
+        return len({epoch for epoch, _, _ in rows} - held)
+
+    def rotations(self, *, after: int, up_to: int | None = None) -> list[tuple[int, bytes]]:
+        """``(epoch, frame)`` of the held rotations above ``after`` (to ``up_to``), in order."""
+        query = "SELECT epoch, frame FROM rotation WHERE epoch > ? AND epoch <= ? ORDER BY epoch"
+        with closing(self._connect()) as db:
+            rows = db.execute(query, (after, 0xFFFFFFFF if up_to is None else up_to)).fetchall()
+        return [(int(epoch), bytes(frame)) for epoch, frame in rows]
+
+    def newest_rotation_epoch(self) -> int:
+        """The newest epoch a rotation is held for (0: none)."""
+        with closing(self._connect()) as db:
+            (epoch,) = db.execute("SELECT COALESCE(MAX(epoch), 0) FROM rotation").fetchone()
+        return int(epoch)
+
     # --- the file --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -289,6 +324,17 @@ def _ack_row(door_id: str, frame: bytes) -> tuple[str, int]:
         door_id, frame, MessageType.AUDIT_ACK, AuditAck.from_bytes, ("an", "audit ack")
     )
     return door_id, ack.up_to_seq
+
+
+def _rotation_epoch(frame: bytes) -> int:
+    """The epoch a KEY_ROTATION frame introduces (parsed, never trusted); StoreError if not one."""
+    try:
+        _, message_type, payload = decode_frame(frame)
+        if message_type != MessageType.KEY_ROTATION:
+            raise StoreError(f"not a KEY_ROTATION frame (type {message_type:#04x})")
+        return KeyRotation.from_bytes(payload).new_epoch
+    except ProtocolError as exc:
+        raise StoreError(f"not a key rotation frame: {exc}") from exc
 
 
 _M = TypeVar("_M", SealedBundle, AuditAck)

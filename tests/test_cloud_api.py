@@ -735,6 +735,8 @@ ROUTES = [
     ("POST", "/v1/doors/{door_id}/audit"),
     ("POST", "/v1/phones/login"),
     ("GET", "/v1/phones/bundles"),
+    ("GET", "/v1/phones/rotations"),
+    ("POST", "/v1/phones/doors/{door_id}/time-sync"),
 ]
 POST_ROUTES = [path for method, path in ROUTES if method == "POST"]
 

@@ -38,6 +38,8 @@ Routes, all under ``/v1`` (M: manager, R: resident, P: phone token):
 | POST | /doors/{id}/audit | M, P | upload an audit batch, get the ack |
 | POST | /phones/login | R | register a phone key, get its credential |
 | GET | /phones/bundles | P | pending bundles of my doors |
+| GET | /phones/rotations | P | KEY_ROTATION frames after an epoch (``?after=N``) |
+| POST | /phones/doors/{id}/time-sync | P | a TIME_SYNC bound to a lock's HELLO challenge |
 """
 
 # The package, by area (each module's docstring says more):
@@ -47,7 +49,7 @@ Routes, all under ``/v1`` (M: manager, R: resident, P: phone token):
 #   _guests    app guests and keypad doorcodes
 #   _doors     a manager's doors; registering a lock
 #   _uploads   receipts and audit batches phones carry back from locks
-#   _phones    phone login and bundles
+#   _phones    phone login, bundles, rotations and time syncs
 #   _problems  problem+json refusals and the body limit
 # The app below includes their routers in that order (the order of the spec).
 
