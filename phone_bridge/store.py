@@ -162,12 +162,15 @@ class PhoneStore:
     def bundle_for(self, door_id: str, held_version: int) -> bytes | None:
         """The frame that moves a lock holding ``held_version`` on, or None (nothing fits)."""
         with closing(self._connect()) as db:
-            row = db.execute(
-                "SELECT frame FROM bundle WHERE door_id = ? AND base_version <= ?"
-                " AND target_version > ?",
-                (door_id.lower(), held_version, held_version),
-            ).fetchone()
-        return None if row is None else bytes(row[0])
+            return _bundle_for(db, door_id, held_version)
+
+    def carried_to(
+        self, door_id: str, held_version: int, key_epoch: int
+    ) -> tuple[bytes | None, list[tuple[int, bytes]]]:
+        """What a visit carries to a lock at ``held_version`` and ``key_epoch``, read at once:
+        :meth:`bundle_for` and :meth:`rotations` above the epoch."""
+        with closing(self._connect()) as db:
+            return _bundle_for(db, door_id, held_version), _rotations(db, key_epoch, None)
 
     # --- uploads ---------------------------------------------------------------------
 
@@ -288,10 +291,8 @@ class PhoneStore:
 
     def rotations(self, *, after: int, up_to: int | None = None) -> list[tuple[int, bytes]]:
         """``(epoch, frame)`` of the held rotations above ``after`` (to ``up_to``), in order."""
-        query = "SELECT epoch, frame FROM rotation WHERE epoch > ? AND epoch <= ? ORDER BY epoch"
         with closing(self._connect()) as db:
-            rows = db.execute(query, (after, 0xFFFFFFFF if up_to is None else up_to)).fetchall()
-        return [(int(epoch), bytes(frame)) for epoch, frame in rows]
+            return _rotations(db, after, up_to)
 
     def newest_rotation_epoch(self) -> int:
         """The newest epoch a rotation is held for (0: none)."""
@@ -364,3 +365,17 @@ def _parse_for_door(
     if message.door_id.hex() != door_id:
         raise StoreError(f"door {door_id}: the {name} is addressed to {message.door_id.hex()}")
     return message
+
+
+def _bundle_for(db: sqlite3.Connection, door_id: str, held_version: int) -> bytes | None:
+    row = db.execute(
+        "SELECT frame FROM bundle WHERE door_id = ? AND base_version <= ? AND target_version > ?",
+        (door_id.lower(), held_version, held_version),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _rotations(db: sqlite3.Connection, after: int, up_to: int | None) -> list[tuple[int, bytes]]:
+    query = "SELECT epoch, frame FROM rotation WHERE epoch > ? AND epoch <= ? ORDER BY epoch"
+    rows = db.execute(query, (after, 0xFFFFFFFF if up_to is None else up_to)).fetchall()
+    return [(int(epoch), bytes(frame)) for epoch, frame in rows]

@@ -337,6 +337,8 @@ class _Visit:
     lock_epoch: int = 0
     """The key epoch the lock trusts now (HELLO's, plus the rotations it took)."""
     rotations_stopped: bool = False
+    rotations_held: list[tuple[int, bytes]] = field(default_factory=list)
+    """The store's rotations above HELLO's epoch, read with the bundle (one store read)."""
 
     async def run(self, client_factory: ClientFactory, audit_ack: bytes | None) -> VisitReport:
         self.report.intent = self.intent
@@ -397,8 +399,8 @@ class _Visit:
 
     async def _steps(self, link: FrameLink, hello: Hello, audit_ack: bytes | None) -> None:
         """Resume, AUTH, bundle and audit; each after the rotations its form needs."""
-        bundle = await asyncio.to_thread(
-            self.store.bundle_for, hello.door_id.hex(), hello.list_version
+        bundle, self.rotations_held = await asyncio.to_thread(
+            self.store.carried_to, hello.door_id.hex(), hello.list_version, hello.key_epoch
         )
         if bundle is not None and link.can_resume(bundle):
             self.report.resumed = True
@@ -450,8 +452,15 @@ class _Visit:
         """
         if self.rotations_stopped or (epoch is not None and epoch <= self.lock_epoch):
             return
-        held = await asyncio.to_thread(self.store.rotations, after=self.lock_epoch, up_to=epoch)
+        newest = self.rotations_held[-1][0] if self.rotations_held else self.lock_epoch
+        if epoch is not None and epoch > newest:  # fetched during the visit (a time sync's)
+            self.rotations_held = await asyncio.to_thread(
+                self.store.rotations, after=self.lock_epoch
+            )
+        held = [(n, f) for n, f in self.rotations_held if epoch is None or n <= epoch]
         for new_epoch, frame in held:
+            if new_epoch <= self.lock_epoch:
+                continue
             if new_epoch != self.lock_epoch + 1:
                 logger.info("key rotation: no rotation to epoch %d held", self.lock_epoch + 1)
                 break
