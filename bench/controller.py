@@ -4,7 +4,10 @@ Theory of operation: one deterministic lock (fixture keys) is provisioned and gi
 10,000 keycards by one bundle. ``card_check_us_median`` times full card checks
 (the lock's side of tap → challenge and response → decision, audit record and
 journal encoding included; the card's own CMAC is not counted) one by one with
-``perf_counter_ns`` and reports the median.
+``perf_counter_ns``, in ten rounds, and reports the lowest of the rounds' medians:
+on a shared machine other processes only ever add time, so the best round is the
+best estimate of the code's own cost (the rule ``timeit`` follows). The highest is
+reported too, as ``card_check_us_median_worst_round``, to show the machine's noise.
 ``bundle_apply_per_s`` applies successive one-change bundles to that lock through
 ``Controller.handle``. ``memory_bytes_10k_credentials`` is what ``tracemalloc``
 sees allocated while booting a controller from a snapshot holding the 10,000
@@ -38,11 +41,13 @@ GOALS: dict[str, Goal] = {
 }
 UNITS: dict[str, str] = {
     "card_check_us_median": "µs",
+    "card_check_us_median_worst_round": "µs",
     "bundle_apply_per_s": "ops/s",
     "memory_bytes_10k_credentials": "bytes",
     "flash_bytes_per_credential": "bytes",
 }
 CARDS = 10_000
+CHECK_ROUNDS = 10
 T0 = 1_800_000_000
 WORLD = World()
 
@@ -168,8 +173,10 @@ def run(quick: bool) -> Figures:
     samples, bundles = (500, 100) if quick else (5_000, 500)
     memory = memory_bytes(controller)  # before the checks below fill the audit ring
     flash = flash_bytes_per_credential(controller, identity)
+    rounds = [round(card_check_median_us(controller, samples), 2) for _ in range(CHECK_ROUNDS)]
     return {
-        "card_check_us_median": round(card_check_median_us(controller, samples), 2),
+        "card_check_us_median": min(rounds),
+        "card_check_us_median_worst_round": max(rounds),
         "bundle_apply_per_s": round(bundle_apply_rate(history, identity, controller, bundles), 1),
         "memory_bytes_10k_credentials": memory,
         "flash_bytes_per_credential": flash,
