@@ -61,7 +61,7 @@ from protocol import (
 )
 from protocol.crypto import ed25519_private_from_seed, public_bytes
 from protocol.frame import decode_frame
-from protocol.transport import CHAR_RX_UUID
+from protocol.transport import CHAR_RX_UUID, SERVICE_UUID
 from simulators.fixture import World, counting_random, fixed_bytes
 
 from . import Figures, Goal
@@ -223,7 +223,12 @@ class Scene:
     def _clients(self) -> ClientFactory:
         address = self.door.address.to_string(False)
         return lambda closed: BleakClient(
-            address, closed, backend=BumbleClient, central=self.phone, timeout=WAIT
+            address,
+            closed,
+            services=[SERVICE_UUID],  # as the phone does: discover the door service only
+            backend=BumbleClient,
+            central=self.phone,
+            timeout=WAIT,
         )
 
     async def stop(self) -> None:

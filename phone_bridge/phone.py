@@ -222,8 +222,14 @@ class BleakDoors:
                 "scan", f"door {door_id} was not heard within {self.scan_timeout_s} s"
             )
         found: BLEDevice = device
+        # Discovering the door service alone skips the GAP and GATT services' round trips
+        # (a third of a connect at a 30 ms interval).
         return lambda closed: BleakClient(
-            found, closed, timeout=self.client_timeout_s, **self.client_kwargs
+            found,
+            closed,
+            services=[SERVICE_UUID],
+            timeout=self.client_timeout_s,
+            **self.client_kwargs,
         )
 
     async def scan(self, seconds: float) -> list[DoorInRange]:
