@@ -335,15 +335,15 @@ class Controller:
         lockout_key: bytes | None,
     ) -> int:
         """Log a decision, update the lockout, report it; return the audit seq."""
-        seq = self._log(
-            now, _DECISION_KINDS[method], reason=reason, credential_id=credential_id[:16]
-        )
+        time = self.lock_time(now)
+        self._report_lost(time)
+        seq = self._append_event(time, _DECISION_KINDS[method], reason, credential_id[:16], 0)
         if lockout_key is not None and reason is not Reason.LOCKED_OUT:
             if reason is Reason.GRANTED:
                 self._lockout.record_success(lockout_key)
             else:
                 self._lockout.record_failure(lockout_key, now)
-        self._emit(AccessDecided(method, credential_id, reason, self.lock_time(now)))
+        self._emit(AccessDecided(method, credential_id, reason, time))
         return seq
 
     def _open(self) -> None:
@@ -356,14 +356,15 @@ class Controller:
         self._emit(CardChallenge(uid, challenge))
 
     def _on_card_answered(self, uid: bytes, response: bytes, now: float) -> None:
-        reason = self._card_reason(uid, response, now)
-        self._decide(now, "card", uid, reason, b"card:" + uid)
+        lockout_key = b"card:" + uid
+        reason = self._card_reason(uid, response, lockout_key, now)
+        self._decide(now, "card", uid, reason, lockout_key)
         if reason is Reason.GRANTED:
             self._open()
 
-    def _card_reason(self, uid: bytes, response: bytes, now: float) -> Reason:
+    def _card_reason(self, uid: bytes, response: bytes, lockout_key: bytes, now: float) -> Reason:
         pending = self._cards.pop(uid, None)
-        if self._lockout.is_locked(b"card:" + uid, now):
+        if self._lockout.is_locked(lockout_key, now):
             return Reason.LOCKED_OUT
         if pending is None or pending[1] <= now:
             return Reason.BAD_CHALLENGE

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,35 +301,36 @@ class LockState:
 
     def apply(self, record: Record, *, capacity: int) -> None:
         """Apply one journal record (used both live and on replay)."""
-        if isinstance(record, ListChanged):
-            held = apply_changes(
-                self.held, record.changes, version=record.version, capacity=capacity
-            )
-            if held.digest != record.digest:
-                raise CorruptStateError(
-                    f"replayed list v{record.version} does not match its digest"
-                )
-            self.held, self.list_changed_at = held, record.changed_at
-        elif isinstance(record, AuditAppended):
-            self.audit.restore(record.event)
-            if record.event.kind is AuditEventKind.EVENTS_LOST:
-                self.audit.lost = 0
-        elif isinstance(record, AuditReleased):
-            self.audit.release(record.up_to_seq)
-        elif isinstance(record, AuditLost):
-            self.audit.lost = record.count
-        else:
-            self._apply_counter(record)
+        _APPLY[type(record)](self, record, capacity)
 
-    def _apply_counter(self, record: Record) -> None:
-        if isinstance(record, ClockCorrected):
-            self.clock_offset, self.time_sync_seq = record.offset, record.sync_sequence
-        elif isinstance(record, KeyRotated):
-            self.cloud = CloudKeyState(epoch=record.epoch, public_key=record.public_key)
-        elif isinstance(record, Booted):
-            self.boot_count = record.boot_count
-        elif isinstance(record, BatteryUsed):
-            self.battery_used_mah = _battery(record.mah)
+    def _apply_list(self, record: ListChanged, capacity: int) -> None:
+        held = apply_changes(self.held, record.changes, version=record.version, capacity=capacity)
+        if held.digest != record.digest:
+            raise CorruptStateError(f"replayed list v{record.version} does not match its digest")
+        self.held, self.list_changed_at = held, record.changed_at
+
+    def _apply_audit(self, record: AuditAppended, _capacity: int) -> None:
+        self.audit.restore(record.event)
+        if record.event.kind is AuditEventKind.EVENTS_LOST:
+            self.audit.lost = 0
+
+    def _apply_release(self, record: AuditReleased, _capacity: int) -> None:
+        self.audit.release(record.up_to_seq)
+
+    def _apply_lost(self, record: AuditLost, _capacity: int) -> None:
+        self.audit.lost = record.count
+
+    def _apply_clock(self, record: ClockCorrected, _capacity: int) -> None:
+        self.clock_offset, self.time_sync_seq = record.offset, record.sync_sequence
+
+    def _apply_rotation(self, record: KeyRotated, _capacity: int) -> None:
+        self.cloud = CloudKeyState(epoch=record.epoch, public_key=record.public_key)
+
+    def _apply_boot(self, record: Booted, _capacity: int) -> None:
+        self.boot_count = record.boot_count
+
+    def _apply_battery(self, record: BatteryUsed, _capacity: int) -> None:
+        self.battery_used_mah = _battery(record.mah)
 
     def to_snapshot(self) -> bytes:
         """The whole state as one snapshot blob."""
@@ -412,3 +413,16 @@ class LockState:
                 except (ProtocolError, ValueError) as exc:
                     raise CorruptStateError(f"journal replay failed: {exc}") from None
         return state
+
+
+_APPLY: dict[type, Callable[[LockState, Any, int], None]] = {
+    # one lookup per record instead of a chain of isinstance tests (the card-check path)
+    ListChanged: LockState._apply_list,
+    AuditAppended: LockState._apply_audit,
+    AuditReleased: LockState._apply_release,
+    AuditLost: LockState._apply_lost,
+    ClockCorrected: LockState._apply_clock,
+    KeyRotated: LockState._apply_rotation,
+    Booted: LockState._apply_boot,
+    BatteryUsed: LockState._apply_battery,
+}
