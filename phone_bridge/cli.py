@@ -51,7 +51,8 @@ from protocol import Reason
 from protocol.crypto import ed25519_private_from_seed
 
 from .bleak_bumble import bumble_backends
-from .cloud_client import CloudClient, CloudClientError, CloudRefusedError
+from .cloud_client import CloudClient, CloudRefusedError
+from .errors import PhoneBridgeError
 from .phone import (
     BleakDoors,
     DoorInRange,
@@ -63,7 +64,7 @@ from .phone import (
     PhoneVisit,
     SyncOutcome,
 )
-from .store import PhoneStore, StoreError, Upload
+from .store import PhoneStore, Upload
 
 __all__ = ["main"]
 
@@ -678,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:
         return 130
-    except (CliError, PhoneError, CloudClientError, StoreError, OSError, TimeoutError) as error:
+    except (CliError, PhoneBridgeError, OSError, TimeoutError) as error:
         message = str(error) or type(error).__name__
         if isinstance(error, NotLoggedInError):
             message += " (phone-bridge login --token TOKEN)"

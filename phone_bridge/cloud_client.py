@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import httpx
 
+from .errors import PhoneBridgeError
 from .store import Upload, UploadKind
 
 __all__ = [
@@ -47,7 +48,7 @@ DEFAULT_TIMEOUT_S: Final = 10.0
 _UPLOAD_PATHS: Final = {UploadKind.RECEIPT: "receipts", UploadKind.AUDIT: "audit"}
 
 
-class CloudClientError(Exception):
+class CloudClientError(PhoneBridgeError):
     """A cloud call failed; the message says which call and why."""
 
 

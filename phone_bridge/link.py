@@ -48,6 +48,8 @@ from protocol.errors import DuplicateSegmentError
 from protocol.segmentation import Reassembler, SegmentAck, max_chunk, segment_frame
 from protocol.transport import CHAR_ACK_UUID, CHAR_RX_UUID, CHAR_TX_UUID
 
+from .errors import StepError
+
 if TYPE_CHECKING:
     from bleak import BleakClient
     from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -69,12 +71,8 @@ _U16: Final = 0x10000
 _T = TypeVar("_T")
 
 
-class LinkError(Exception):
+class LinkError(StepError):
     """A frame-link step failed; ``step`` names it and the message says why."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(f"{step}: {message}")
-        self.step, self.reason = step, message
 
 
 class LinkTimeoutError(LinkError):

@@ -55,6 +55,7 @@ from .cloud_client import (
     CloudUnreachableError,
     PhoneLogin,
 )
+from .errors import StepError
 from .link import LinkSession
 from .store import HeldLogin, PhoneStore, StoreError, Upload
 from .visit import (
@@ -95,12 +96,8 @@ DoorFinder = Callable[[str], Awaitable[ClientFactory]]
 """Door id (hex) → a factory of unconnected bleak clients for that door."""
 
 
-class PhoneError(Exception):
+class PhoneError(StepError):
     """A phone step failed; ``step`` names it and the message says why."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(f"{step}: {message}")
-        self.step, self.reason = step, message
 
 
 class NotLoggedInError(PhoneError):

@@ -47,6 +47,8 @@ from typing import Final, TypeVar
 from protocol import AuditAck, KeyRotation, MessageType, ProtocolError, SealedBundle
 from protocol.frame import decode_frame
 
+from .errors import PhoneBridgeError
+
 __all__ = ["CachedBundle", "HeldLogin", "PhoneStore", "StoreError", "Upload", "UploadKind"]
 
 _SCHEMA: Final = """
@@ -87,7 +89,7 @@ CREATE TABLE IF NOT EXISTS ack (
 """
 
 
-class StoreError(ValueError):
+class StoreError(PhoneBridgeError, ValueError):
     """Something the store refuses to keep (its message says what and why)."""
 
 
