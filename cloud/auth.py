@@ -37,7 +37,7 @@ from .models import Manager, Person, Phone, Token
 from .seed import token_hash
 from .service import CloudService
 from .settings import CloudSettings
-from .sync import BundleCache
+from .sync import BundleCache, took_outbox
 
 __all__ = [
     "ApiState",
@@ -76,6 +76,13 @@ class ApiState:
     settings: CloudSettings
     sessions: sessionmaker[Session]
     cache: BundleCache = field(default_factory=BundleCache)
+    on_outbox: Callable[[], None] | None = None
+    """Called after a request's commit queued MQTT frames: the MQTT bridge's ``notify``."""
+
+    def committed(self, session: Session) -> None:
+        """After a commit: wake whoever sends the MQTT outbox if the commit added to it."""
+        if took_outbox(session) and self.on_outbox is not None:
+            self.on_outbox()
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,10 @@ def open_service(request: Request) -> Iterator[CloudService]:
         except CloudError as exc:
             if exc.commit_before_raise:
                 session.commit()
+                state.committed(session)
             raise
         session.commit()
+        state.committed(session)
 
 
 SharedState = Annotated[ApiState, Depends(api_state)]

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from alembic.util import CommandError
@@ -244,20 +244,25 @@ def _serve(args: argparse.Namespace) -> int:
     engine = _engine(url)
     try:
         _require_migrated(engine, url)
-        app = _create_app(settings, engine)
-        return asyncio.run(_serve_all(app, settings, engine, host=args.host, port=args.port))
+        bridge = _bridge(settings) if settings.mqtt_url else None
+        app = _create_app(settings, engine, on_outbox=bridge.notify if bridge else None)
+        return asyncio.run(
+            _serve_all(app, settings, engine, bridge, host=args.host, port=args.port)
+        )
     except KeyboardInterrupt:
         return 0
     finally:
         engine.dispose()
 
 
-def _create_app(settings: CloudSettings, engine: Engine) -> FastAPI:
+def _create_app(
+    settings: CloudSettings, engine: Engine, *, on_outbox: Callable[[], None] | None
+) -> FastAPI:
     try:
         from .api import create_app
     except ImportError as exc:
         raise CliError(f"the HTTP API (cloud.api) cannot be loaded: {exc}") from None
-    return create_app(settings, engine=engine)
+    return create_app(settings, engine=engine, on_outbox=on_outbox)
 
 
 def _bridge(settings: CloudSettings) -> Any:
@@ -275,7 +280,7 @@ def _bridge(settings: CloudSettings) -> Any:
 
 
 async def _serve_all(
-    app: FastAPI, settings: CloudSettings, engine: Engine, *, host: str, port: int
+    app: FastAPI, settings: CloudSettings, engine: Engine, bridge: Any, *, host: str, port: int
 ) -> int:
     import uvicorn
 
@@ -285,7 +290,6 @@ async def _serve_all(
     backend = backend_from_url(settings.smtp_url, mail_from=settings.mail_from)
     sender = EmailSender(session_factory(engine), backend)
     tasks = [asyncio.create_task(sender.run(stop), name="email sender")]
-    bridge = _bridge(settings) if settings.mqtt_url else None
     if bridge is not None:
         tasks.append(asyncio.create_task(bridge.run(), name="mqtt bridge"))
     for task in tasks:

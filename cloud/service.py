@@ -94,6 +94,7 @@ from .sync import (
     accept_receipt,
     bundle_frame,
     doors_of_person,
+    note_outbox,
     openable_doors,
     resync,
 )
@@ -457,7 +458,9 @@ class CloudService:
         """Verify, store and acknowledge an audit batch (§6.5 ledger rule).
 
         A batch that starts beyond what is stored is a gap: it is counted on the door for
-        the console and nothing of it is stored; the ack covers what is.
+        the console and nothing of it is stored; the ack covers what is. Any verified
+        batch, a gap or a duplicate too, may raise the door's key epoch
+        (:meth:`_learn_key_epoch`).
         """
         door = self.door(door_id)
         batch = AuditBatch.verified_from_bytes(
@@ -465,6 +468,7 @@ class CloudService:
         )
         if batch.door_id.hex() != door.id:
             raise InvalidInputError("the audit batch is from another door")
+        self._learn_key_epoch(door, batch)
         if batch.first_seq > door.audit_next_seq:
             # §6.5 step 3: nothing stored. The lock still holds the missing events (it frees
             # them only on an ack) and sends them again from its oldest unacknowledged one.
@@ -486,6 +490,22 @@ class CloudService:
         door.audit_next_seq = max(door.audit_next_seq, batch.last_seq + 1)
         return self._audit_ack(door, batch.door_id)
 
+    def _learn_key_epoch(self, door: Door, batch: AuditBatch) -> None:
+        """Raise ``door.key_epoch`` to the newest epoch a verified batch reports rotating to.
+
+        The lock signed the batch, so its KEY_ROTATED events (§6.4: ``detail`` is the new
+        epoch) are how the cloud learns the epoch of a lock whose HELLO never reaches it, a
+        BLE-only lock a phone rotated (§6.7). Nothing else the lock signs names its epoch
+        (a RECEIPT does not, §6.3). The epoch never goes down (an old batch replayed
+        changes nothing), and an epoch above the cloud's own newest one cannot come from a
+        rotation the cloud signed, so it is ignored.
+        """
+        reported = [e.detail for e in batch.events if e.kind == AuditEventKind.KEY_ROTATED]
+        if not reported or max(reported) <= door.key_epoch:
+            return
+        newest = max((epoch for epoch in reported if epoch <= self.key.epoch), default=0)
+        door.key_epoch = max(door.key_epoch, newest)
+
     def _audit_ack(self, door: Door, door_id: bytes) -> AuditAck:
         """The ack of everything stored for ``door`` (§6.5: ``up_to_seq = next_seq - 1``)."""
         key = self.key
@@ -496,6 +516,7 @@ class CloudService:
     def queue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Add a frame to the MQTT outbox (sent after commit)."""
         self.session.add(MqttOutbox(topic=topic, payload=payload, retain=retain))
+        note_outbox(self.session)
 
     # --- portfolio views, doors, guests and doorcodes (used by the HTTP API) ----------
 

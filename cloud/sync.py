@@ -68,12 +68,14 @@ __all__ = [
     "bundle_frame",
     "door_list",
     "doors_of_person",
+    "note_outbox",
     "openable_doors",
     "queue_bundle",
     "queue_rotations",
     "resync",
     "resync_people",
     "rotation_frames",
+    "took_outbox",
 ]
 
 EntryKey = tuple[int, str]
@@ -163,6 +165,21 @@ def _commit_pending(session: Session) -> None:
 
 def _drop_pending(session: Session, _previous: object) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_OUTBOX_WRITTEN, None)
+
+
+_OUTBOX_WRITTEN: Final = "latchsim.mqtt_outbox_written"
+
+
+def note_outbox(session: Session) -> None:
+    """Record that this transaction queued MQTT frames (see :func:`took_outbox`)."""
+    session.info[_OUTBOX_WRITTEN] = True
+
+
+def took_outbox(session: Session) -> bool:
+    """Whether the transaction just committed queued MQTT frames (and forget it): the
+    caller then wakes the MQTT bridge, so online doors get them at once (§10)."""
+    return bool(session.info.pop(_OUTBOX_WRITTEN, False))
 
 
 # Once for every session: listening per session cost more than sealing a bundle.
@@ -483,6 +500,8 @@ def _queue_bundles(
     sql.run_many(
         "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)", outbox
     )
+    if outbox:
+        note_outbox(sql.session)
 
 
 def _given(changes: list[Change], digest: bytes) -> Callable[[int], tuple[list[Change], bytes]]:
@@ -637,6 +656,7 @@ def queue_bundle(
     frame = bundle_frame(session, door, base, key=key, random=random, cache=cache)
     topic = door_topic(bytes.fromhex(door.id), "bundle")
     session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
+    note_outbox(session)
 
 
 def rotation_frames(session: Session, *, after: int) -> list[bytes]:
@@ -658,4 +678,6 @@ def queue_rotations(session: Session, *, after: int, topic: str) -> int:
     frames = rotation_frames(session, after=after)
     for index, frame in enumerate(frames):
         session.add(MqttOutbox(topic=topic, payload=frame, retain=index == len(frames) - 1))
+    if frames:
+        note_outbox(session)
     return len(frames)

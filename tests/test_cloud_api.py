@@ -15,7 +15,7 @@ a Hypothesis run posting random JSON to every POST route, and the OpenAPI spec.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,13 +86,13 @@ class Api:
 
 
 @contextmanager
-def open_api(url: str) -> Iterator[Api]:
+def open_api(url: str, on_outbox: Callable[[], None] | None = None) -> Iterator[Api]:
     """The seeded world in the database at ``url``, its app served by uvicorn, and a client."""
     world = world_at(url)
     settings = CloudSettings(
         database_url=url, clock=lambda: world.now, random=counting_random("api")
     )
-    app = create_app(settings, engine=world.engine)
+    app = create_app(settings, engine=world.engine, on_outbox=on_outbox)
     try:
         with serve(app) as base, httpx.Client(base_url=base, timeout=10) as http:
             yield Api(world, http)
@@ -137,6 +137,17 @@ def login_phone(api: Api, who: str) -> str:
 def activate(api: Api, manager: str, person: str, label: str) -> Any:
     uid, _ = api.card(label)
     return ok(api.post(f"/v1/people/{api.person(person)}/keycards/{uid}/activate", manager))
+
+
+def test_a_change_for_online_doors_wakes_the_mqtt_sender_once_it_commits(tmp_path: Path) -> None:
+    woken: list[int] = []
+    with open_api(f"sqlite:///{tmp_path / 'cloud.db'}", lambda: woken.append(1)) as api:
+        ok(api.get(f"/v1/people/{api.person(ANA)}", MAYA))
+        assert woken == []  # a read queues nothing
+        refused(api.post(f"/v1/people/{api.person(ANA)}/keycards/00/activate", MAYA), 404)
+        assert woken == []  # a refusal rolls back: nothing was queued
+        activate(api, MAYA, ANA, "card-1")  # Ana's building has an online door
+        assert woken == [1]
 
 
 def carry(api: Api, phone: str) -> dict[str, Any]:

@@ -55,6 +55,8 @@ Routes, all under ``/v1`` (M: manager, R: resident, P: phone token):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
@@ -85,8 +87,18 @@ _AREAS = (_people, _guests, _doors, _uploads, _phones)
 """The route modules, in the order their routes are matched and listed in the spec."""
 
 
-def create_app(settings: CloudSettings, *, engine: Engine | None = None) -> FastAPI:
-    """The cloud's ASGI app on ``engine`` (default: ``settings.database_url``, schema made)."""
+def create_app(
+    settings: CloudSettings,
+    *,
+    engine: Engine | None = None,
+    on_outbox: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The cloud's ASGI app on ``engine`` (default: ``settings.database_url``, schema made).
+
+    ``on_outbox`` is called after each request whose commit queued MQTT frames: pass the
+    MQTT bridge's ``notify`` so online doors get a change at once rather than at the
+    bridge's next poll.
+    """
     if engine is None:
         engine = make_engine(settings.database_url)
         create_schema(engine)
@@ -96,7 +108,7 @@ def create_app(settings: CloudSettings, *, engine: Engine | None = None) -> Fast
         summary="Keycards, doors, guests and sync for a portfolio of smart locks.",
         description=__doc__,
     )
-    app.state.cloud = ApiState(settings, session_factory(engine))
+    app.state.cloud = ApiState(settings, session_factory(engine), on_outbox=on_outbox)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(CloudError, cloud_problem)
     app.add_exception_handler(ProtocolError, protocol_problem)
