@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m simulators.protocol_demo
+	$(BIN)/doorsim demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
