@@ -32,14 +32,25 @@ Everything it must not lose is in the database, so cloud processes may run side 
   retried. Forged (bad lock signature) and malformed frames are logged, counted and
   ignored; no error ends the loop.
 * **Answers.** An audit batch gets a cloud-signed AUDIT_ACK on ``ack`` after its events
-  are committed. A HELLO behind the door's list version queues a catch-up bundle from the
-  version announced; one behind on key epoch queues the missing KEY_ROTATIONs in order.
-  A retained HELLO (delivered on subscribe, maybe old) never moves ``last_seen``.
+  are committed (a KEY_ROTATED event in it raises the door's key epoch:
+  :meth:`CloudService.audit`). A HELLO behind the door's list version queues a catch-up
+  bundle from the version announced; one behind on key epoch queues the missing
+  KEY_ROTATIONs in order. A live HELLO whose ``lock_time`` is off from the bridge's clock
+  by more than ``BridgeConfig.time_sync_tolerance_s`` queues a TIME_SYNC bound to that
+  HELLO's challenge (§6.6, §10) on the door's ``time`` topic, not retained: a bound sync is
+  good for one challenge only, so a retained copy would only be refused later. It is
+  queued after any rotations, so a lock behind on epoch trusts its signing key by then.
+  A retained HELLO (delivered on subscribe, maybe old) never moves ``last_seen`` and never
+  gets a TIME_SYNC: the age of its ``lock_time`` is unknown, so it says nothing about the
+  lock's clock now.
 * **Reconnect.** An :class:`aiomqtt.MqttError` ends the session; the bridge waits an
   exponential, capped, jittered delay, connects again and drains the outbox.
 
 HELLO is unsigned (§4.1): door health is as trustworthy as the broker, and a forged
-HELLO can only cause a sealed bundle or a rotation to be sent again.
+HELLO can only cause a sealed bundle or a rotation to be sent again, or a TIME_SYNC bound
+to a challenge the lock never issued (the lock refuses it as STALE; it costs a sequence
+number). With plain subscriptions every cloud answers a HELLO, so a drifted door gets one
+TIME_SYNC per cloud; it takes the first and refuses the others (the challenge is used).
 """
 
 from __future__ import annotations
@@ -74,6 +85,7 @@ from protocol import (
     ReceiptStatus,
     WrongDoorError,
 )
+from protocol.cloud_messages import NO_CHALLENGE
 from protocol.frame import decode_frame
 from protocol.transport import KEY_ROTATION_TOPIC, TOPIC_PREFIX, door_topic
 
@@ -83,6 +95,7 @@ from .models import Door, DoorVersion, MqttOutbox
 from .service import CloudService
 from .settings import CloudSettings
 from .sync import BundleCache, accept_receipt, queue_bundle, queue_rotations, rotation_frames
+from .time_sync import MIN_CORRECTION_S, issue_time_sync, needs_time_sync
 
 __all__ = [
     "BridgeConfig",
@@ -121,11 +134,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class HelloOutcome:
-    """What a HELLO caused: the catch-up bundle's base (if one was queued) and rotations."""
+    """What a HELLO caused: the catch-up bundle's base (if one was queued), the rotations
+    queued, and the sequence of the TIME_SYNC queued (None: the clock is right, or the
+    HELLO was retained)."""
 
     hello: Hello
     catch_up_base: int | None
     rotations: int
+    time_sync_seq: int | None = None
 
 
 def ingest_receipt(cloud: CloudService, door_id: str, payload: bytes) -> Receipt:
@@ -160,10 +176,13 @@ def record_hello(
     *,
     live: bool = True,
     rotation_topic: str = KEY_ROTATION_TOPIC,
+    time_sync_tolerance_s: int | None = MIN_CORRECTION_S,
 ) -> HelloOutcome:
     """Record a door's health from its HELLO (§4.1) and queue what the door lacks.
 
     ``live=False`` is a retained HELLO, possibly old: it cannot make a door look older.
+    A live HELLO whose clock is off by more than ``time_sync_tolerance_s`` (None: never)
+    gets a TIME_SYNC bound to its challenge (:func:`_queue_time_sync`).
     """
     door = cloud.door(door_id)
     hello = Hello.from_bytes(payload)
@@ -180,7 +199,37 @@ def record_hello(
     base = _catch_up_base(door, held)
     if base is not None:
         _queue_bundle(cloud, door, base)
-    return HelloOutcome(hello, base, rotations)
+    sequence = None
+    if live and time_sync_tolerance_s is not None:
+        sequence = _queue_time_sync(cloud, door, hello, time_sync_tolerance_s)
+    return HelloOutcome(hello, base, rotations, sequence)
+
+
+def _queue_time_sync(cloud: CloudService, door: Door, hello: Hello, tolerance_s: int) -> int | None:
+    """Queue a TIME_SYNC bound to ``hello``'s challenge if the lock's clock is off (§6.6).
+
+    It goes to the door's ``time`` topic, where the lock listens (§10), not retained: a
+    bound sync is good for this one challenge. Returns its sequence, or None when the
+    clock is within ``tolerance_s`` of the cloud's (nothing changes then) or the HELLO
+    carries no challenge to bind to.
+    """
+    if hello.challenge == NO_CHALLENGE:
+        return None  # an all-zero challenge binds nothing (§6.6); no unbound syncs here
+    if not needs_time_sync(hello.lock_time, cloud.now, tolerance_s=tolerance_s):
+        return None  # checked first: no row lock for the common case of a right clock
+    issued = issue_time_sync(
+        cloud.session,
+        door.id,
+        challenge=hello.challenge,
+        lock_time=hello.lock_time,
+        now=cloud.now,
+        key=cloud.key,
+        tolerance_s=tolerance_s,
+    )
+    if issued.frame is None:
+        return None
+    cloud.queue(door_topic(hello.door_id, "time"), issued.frame, retain=False)
+    return issued.sequence
 
 
 def _catch_up_base(door: Door, held: int) -> int | None:
@@ -284,6 +333,8 @@ class BridgeConfig:
     reconnect_initial: float = 0.1
     reconnect_cap: float = 5.0
     key_rotation_topic: str = KEY_ROTATION_TOPIC
+    time_sync_tolerance_s: int | None = MIN_CORRECTION_S
+    """A live HELLO's clock off by more than this many seconds gets a TIME_SYNC (None: never)."""
 
     def __post_init__(self) -> None:
         if not self.share_group or any(c in self.share_group for c in "/+#"):
@@ -294,6 +345,8 @@ class BridgeConfig:
             raise ValueError("batch and ingest_batch must be >= 1 and poll_interval > 0")
         if self.keep_sent < 0:
             raise ValueError("keep_sent must be >= 0")
+        if self.time_sync_tolerance_s is not None and self.time_sync_tolerance_s < 0:
+            raise ValueError("time_sync_tolerance_s must be >= 0 or None")
 
     def reconnect_delay(self, failures: int, jitter: float) -> float:
         """Exponential, capped, with "equal jitter": in ``[d/2, d]`` for ``jitter`` in [0, 1]."""
@@ -313,6 +366,7 @@ class BridgeCounters:
     hellos: int = 0
     catch_ups: int = 0  # bundles queued for a door behind (HELLO, BASE_VERSION receipt)
     rotations: int = 0
+    time_syncs: int = 0  # TIME_SYNCs queued for a live HELLO whose clock was off
     forged: int = 0  # receipts and audit batches whose lock signature failed
     refused: int = 0  # malformed frames, wrong frame types, unknown or mismatched doors
     ignored: int = 0  # empty payloads (cleared retained topics), topics not ours
@@ -646,7 +700,11 @@ class MqttBridge:
         if leaf == "audit":
             done = functools.partial(self._on_audit, door_id)
             return _Work(topic, ingest_audit, (door_id, payload), {}, done)
-        options = {"live": not message.retain, "rotation_topic": self.config.key_rotation_topic}
+        options = {
+            "live": not message.retain,
+            "rotation_topic": self.config.key_rotation_topic,
+            "time_sync_tolerance_s": self.config.time_sync_tolerance_s,
+        }
         return _Work(topic, record_hello, (door_id, payload), options, self._on_hello)
 
     def _on_receipt(self, receipt: Receipt) -> None:
@@ -681,7 +739,9 @@ class MqttBridge:
         self.counters.hellos += 1
         self.counters.catch_ups += outcome.catch_up_base is not None
         self.counters.rotations += outcome.rotations
-        if outcome.catch_up_base is not None or outcome.rotations:
+        self.counters.time_syncs += outcome.time_sync_seq is not None
+        queued = outcome.catch_up_base is not None or outcome.rotations
+        if queued or outcome.time_sync_seq is not None:
             self.notify()
 
     def _send_soon(self, topic: str, payload: bytes) -> None:

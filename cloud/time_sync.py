@@ -11,11 +11,14 @@ sequence, and a rolled-back request leaves the counter as it was.
 Every sync issued here is **bound** to a challenge the lock sent in its HELLO (§4.1): a
 relay cannot hold it back and deliver it later, since the lock consumes the challenge
 (or forgets it when the session ends). Unbound syncs (``NO_CHALLENGE``) are not issued.
-The caller passes the lock's reported ``lock_time``; when it is within
-:data:`MIN_CORRECTION_S` of the cloud's clock no sync is needed and nothing changes.
+The caller passes the lock's reported ``lock_time``; when it is within the tolerance
+(:data:`MIN_CORRECTION_S` unless the caller passes ``tolerance_s``) of the cloud's clock no
+sync is needed and nothing changes.
 
 Nothing here reads a clock or the network: ``now`` and the signing key are arguments.
-Callers check who may ask (the HTTP API: a phone of a person who can open the door).
+Callers check who may ask. Two callers: the HTTP API (a phone of a person who can open the
+door asks, with the HELLO it read over BLE) and the MQTT bridge (an online door's live
+HELLO, :func:`cloud.mqtt_bridge.record_hello`; the frame goes to the door's ``time`` topic).
 """
 
 from __future__ import annotations
@@ -70,16 +73,19 @@ def issue_time_sync(
     lock_time: int,
     now: int,
     key: SigningKey,
+    tolerance_s: int = MIN_CORRECTION_S,
 ) -> TimeSyncIssued:
     """Sign a TIME_SYNC for ``door_id`` bound to ``challenge``, if the lock's clock needs one.
+
+    The clock needs one when it is off from ``now`` by more than ``tolerance_s`` seconds.
 
     Raises :class:`~cloud.errors.InvalidInputError` for a challenge that is not 16 bytes or
     is ``NO_CHALLENGE``, or a time outside u32, and :class:`~cloud.errors.NotFoundError`
     for an unknown door; both before anything changes.
     """
-    _check_request(challenge, lock_time, now)
+    _check_request(challenge, lock_time, now, tolerance_s)
     door = _lock_door(session, door_id)
-    if not needs_time_sync(lock_time, now):
+    if not needs_time_sync(lock_time, now, tolerance_s=tolerance_s):
         return TimeSyncIssued(door_id=door.id, cloud_time=now, lock_time=lock_time)
     if door.time_sync_seq >= U32_MAX:
         raise InvalidInputError(f"door {door_id}: its TIME_SYNC sequence is exhausted")
@@ -102,7 +108,9 @@ def issue_time_sync(
     )
 
 
-def _check_request(challenge: bytes, lock_time: int, now: int) -> None:
+def _check_request(challenge: bytes, lock_time: int, now: int, tolerance_s: int) -> None:
+    if tolerance_s < 0:
+        raise InvalidInputError(f"tolerance_s must be >= 0, got {tolerance_s}")
     if len(challenge) != CHALLENGE_SIZE:
         raise InvalidInputError(f"challenge must be {CHALLENGE_SIZE} bytes, got {len(challenge)}")
     if challenge == NO_CHALLENGE:
