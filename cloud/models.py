@@ -95,7 +95,8 @@ class Door(Base):
     list_version: Mapped[int] = mapped_column(Integer, default=0)
     synced_version: Mapped[int] = mapped_column(Integer, default=0)
     key_epoch: Mapped[int] = mapped_column(Integer, default=0)
-    """The cloud key epoch the lock last reported (HELLO) or was registered with."""
+    """The cloud key epoch the lock last reported (an MQTT door's HELLO; a KEY_ROTATED event
+    in a verified audit batch, for any door) or was registered with."""
     audit_next_seq: Mapped[int] = mapped_column(Integer, default=1)
     audit_gaps: Mapped[int] = mapped_column(Integer, default=0)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

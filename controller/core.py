@@ -582,9 +582,11 @@ class Controller:
                 "time sync is bound to a challenge this lock did not issue or already used"
             )
         limit = self.config.max_bound_clock_step_s if bound else self.config.max_clock_step_s
-        step = max(-limit, min(limit, sync.cloud_time - self.lock_time(now)))
+        before = self.lock_time(now)
+        step = max(-limit, min(limit, sync.cloud_time - before))
         self._record(ClockCorrected(self.state.clock_offset + step, sync.sequence))
-        self._log(now, AuditEventKind.TIME_CORRECTED, detail=min(abs(step), U32_MAX))
+        # §6.4: detail is the lock time before the correction (the event's time is after it)
+        self._log(now, AuditEventKind.TIME_CORRECTED, detail=before)
 
     def _on_key_rotation(self, channel: Channel, payload: bytes, now: float) -> None:
         rotated = self.state.cloud.apply_rotation(payload)

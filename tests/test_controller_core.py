@@ -696,7 +696,8 @@ def test_unbound_time_sync_moves_the_clock_within_the_small_step() -> None:
     assert _offset_after(rig, rig.cloud.time_sync(rig.lock_time + 3600)) == (300, [])
     assert _offset_after(rig, rig.cloud.time_sync(rig.lock_time - 3600)) == (-300, [])
     corrected = [e for e in rig.state.audit.events() if e.kind is AuditEventKind.TIME_CORRECTED]
-    assert [e.detail for e in corrected] == [120, 300, 300, 300]
+    # §6.4: detail is the lock time before the correction, the event's time the one after
+    assert [e.time - e.detail for e in corrected] == [120, -300, 300, -300]
     assert rig.view.time_sync_seq == 4
 
 
