@@ -1,0 +1,220 @@
+"""What each MQTT message from a door does to the cloud's database, and the outbox claim.
+
+Theory of operation: the MQTT bridge (:mod:`cloud.mqtt_bridge`) decodes a message and
+runs one of these on a :class:`~cloud.service.CloudService`, in a transaction it owns;
+nothing here touches the broker. :func:`ingest_receipt` advances a door's synced version
+(§6.3), :func:`ingest_audit` stores an audit batch and signs its ack (§6.5), and
+:func:`record_hello` records a door's health and queues what it lacks: a catch-up bundle,
+the key rotations, a TIME_SYNC bound to the HELLO's challenge (§4.1, §6.6, §6.7). The
+outbox half, :func:`claim_unsent` and :func:`mark_sent`, is how a drain takes the rows to
+publish (one cloud at a time on PostgreSQL: an advisory lock) and records them sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, NamedTuple
+
+from sqlalchemy import delete, false, select, text, true, update
+from sqlalchemy.orm import Session
+
+from protocol import AuditAck, Hello, Receipt, ReceiptStatus, WrongDoorError
+from protocol.cloud_messages import NO_CHALLENGE
+from protocol.transport import KEY_ROTATION_TOPIC, door_topic
+
+from .models import Door, MqttOutbox
+from .service import CloudService
+from .sync import accept_receipt, queue_bundle, queue_rotations, rotation_frames
+from .time_sync import MIN_CORRECTION_S, issue_time_sync, needs_time_sync
+
+__all__ = [
+    "HelloOutcome",
+    "OutboxRow",
+    "claim_unsent",
+    "ingest_audit",
+    "ingest_receipt",
+    "mark_sent",
+    "queue_key_rotation",
+    "record_hello",
+]
+
+_OUTBOX_LOCK: Final = 0x6C6B_0010
+"""PostgreSQL advisory-lock key under which one cloud at a time drains the outbox."""
+
+
+# --- ingestion: one CloudService (one transaction) each ---------------------------------
+
+
+@dataclass(frozen=True)
+class HelloOutcome:
+    """What a HELLO caused: the catch-up bundle's base (if one was queued), the rotations
+    queued, and the sequence of the TIME_SYNC queued (None: the clock is right, or the
+    HELLO was retained)."""
+
+    hello: Hello
+    catch_up_base: int | None
+    rotations: int
+    time_sync_seq: int | None = None
+
+
+def ingest_receipt(cloud: CloudService, door_id: str, payload: bytes) -> Receipt:
+    """Verify a RECEIPT with the lock's key and advance the door's synced version (§6.3).
+
+    A forged receipt raises :class:`protocol.AuthenticationError` and changes nothing.
+    A BASE_VERSION receipt queues a bundle from the version the lock holds.
+    """
+    door = cloud.door(door_id)
+    receipt = accept_receipt(cloud.session, door, payload)
+    if receipt.status is ReceiptStatus.BASE_VERSION:
+        _queue_bundle(cloud, door, receipt.list_version)
+    return receipt
+
+
+def ingest_audit(cloud: CloudService, door_id: str, payload: bytes) -> tuple[AuditAck, bool]:
+    """Verify and store an AUDIT_BATCH (§6.5); return the signed ack and whether a gap showed.
+
+    The door's row is locked first, so two clouds given the same batch store it once.
+    """
+    lock = select(Door).where(Door.id == door_id).with_for_update()  # SQLite: held from BEGIN
+    cloud.session.execute(lock.execution_options(populate_existing=True))
+    gaps = cloud.door(door_id).audit_gaps
+    ack = cloud.upload_audit(door_id, payload)  # also last seen and the first-use rule
+    return ack, cloud.door(door_id).audit_gaps > gaps
+
+
+def record_hello(
+    cloud: CloudService,
+    door_id: str,
+    payload: bytes,
+    *,
+    live: bool = True,
+    rotation_topic: str = KEY_ROTATION_TOPIC,
+    time_sync_tolerance_s: int | None = MIN_CORRECTION_S,
+) -> HelloOutcome:
+    """Record a door's health from its HELLO (§4.1) and queue what the door lacks.
+
+    ``live=False`` is a retained HELLO, possibly old: it cannot make a door look older.
+    A live HELLO whose clock is off by more than ``time_sync_tolerance_s`` (None: never)
+    gets a TIME_SYNC bound to its challenge (:func:`_queue_time_sync`).
+    """
+    door = cloud.door(door_id)
+    hello = Hello.from_bytes(payload)
+    if hello.door_id.hex() != door.id:
+        raise WrongDoorError("the HELLO is from another door")
+    if live or door.last_seen is None:  # a retained HELLO only fills in a door never seen
+        door.battery_pct, door.list_age_s = hello.battery_pct, hello.list_age_s
+        door.key_epoch = hello.key_epoch
+        if live:
+            door.last_seen = datetime.fromtimestamp(cloud.now, UTC)
+    epoch = hello.key_epoch if live else max(hello.key_epoch, door.key_epoch)
+    rotations = queue_rotations(cloud.session, after=epoch, topic=rotation_topic)
+    held = hello.list_version if live else max(hello.list_version, door.synced_version)
+    base = _catch_up_base(door, held)
+    if base is not None:
+        _queue_bundle(cloud, door, base)
+    sequence = None
+    if live and time_sync_tolerance_s is not None:
+        sequence = _queue_time_sync(cloud, door, hello, time_sync_tolerance_s)
+    return HelloOutcome(hello, base, rotations, sequence)
+
+
+def _queue_time_sync(cloud: CloudService, door: Door, hello: Hello, tolerance_s: int) -> int | None:
+    """Queue a TIME_SYNC bound to ``hello``'s challenge if the lock's clock is off (§6.6).
+
+    It goes to the door's ``time`` topic, where the lock listens (§10), not retained: a
+    bound sync is good for this one challenge. Returns its sequence, or None when the
+    clock is within ``tolerance_s`` of the cloud's (nothing changes then) or the HELLO
+    carries no challenge to bind to.
+    """
+    if hello.challenge == NO_CHALLENGE:
+        return None  # an all-zero challenge binds nothing (§6.6); no unbound syncs here
+    if not needs_time_sync(hello.lock_time, cloud.now, tolerance_s=tolerance_s):
+        return None  # checked first: no row lock for the common case of a right clock
+    issued = issue_time_sync(
+        cloud.session,
+        door.id,
+        challenge=hello.challenge,
+        lock_time=hello.lock_time,
+        now=cloud.now,
+        key=cloud.key,
+        tolerance_s=tolerance_s,
+    )
+    if issued.frame is None:
+        return None
+    cloud.queue(door_topic(hello.door_id, "time"), issued.frame, retain=False)
+    return issued.sequence
+
+
+def _catch_up_base(door: Door, held: int) -> int | None:
+    """The base of the bundle a door holding ``held`` needs, or None when it is current.
+
+    A lock behind the cloud gets a bundle from what it holds. A lock that holds the newest
+    version although no receipt proved it (a receipt was lost) gets the bundle again: a
+    duplicate yields the same receipt (§6.3), which clears *pending*.
+    """
+    if held < door.list_version:
+        return held
+    if door.synced_version < door.list_version:
+        return door.synced_version
+    return None
+
+
+def queue_key_rotation(cloud: CloudService, *, topic: str = KEY_ROTATION_TOPIC) -> bool:
+    """Queue the newest KEY_ROTATION, retained on ``topic``; False when there is none.
+
+    Call it in the transaction that ran :func:`cloud.keys.rotate`, then notify the bridge.
+    """
+    frames = rotation_frames(cloud.session, after=cloud.key.epoch - 1)
+    if frames:
+        cloud.queue(topic, frames[-1], retain=True)
+    return bool(frames)
+
+
+def _queue_bundle(cloud: CloudService, door: Door, base: int) -> None:
+    queue_bundle(cloud.session, door, base, key=cloud.key, random=cloud.random, cache=cloud.cache)
+
+
+# --- the outbox ------------------------------------------------------------------------
+
+
+class OutboxRow(NamedTuple):
+    """One frame to publish, detached from the session."""
+
+    id: int
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+def claim_unsent(session: Session, limit: int) -> list[OutboxRow] | None:
+    """The oldest unsent rows in id order; None while another cloud drains (PostgreSQL).
+
+    On PostgreSQL the transaction stays open, holding the drain's advisory lock until
+    :func:`_mark_sent` commits. On SQLite it ends here: every SQLite transaction holds the
+    database's write lock (:func:`cloud.db.make_engine`), which must not wait on the broker.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        query = text("SELECT pg_try_advisory_xact_lock(:key)")
+        if not session.execute(query, {"key": _OUTBOX_LOCK}).scalar_one():
+            return None
+    rows = session.execute(
+        select(MqttOutbox).where(MqttOutbox.sent == false()).order_by(MqttOutbox.id).limit(limit)
+    ).scalars()
+    claimed = [OutboxRow(r.id, r.topic, bytes(r.payload), r.retain) for r in rows]
+    if not postgres:
+        session.commit()
+    return claimed
+
+
+def mark_sent(session: Session, ids: list[int], keep: int) -> None:
+    """Mark published rows sent, keeping only the newest ``keep`` sent rows for inspection,
+    and end the drain's transaction (releasing its lock)."""
+    try:
+        session.execute(update(MqttOutbox).where(MqttOutbox.id.in_(ids)).values(sent=True))
+        old = MqttOutbox.id <= max(ids) - keep
+        session.execute(delete(MqttOutbox).where(MqttOutbox.sent == true(), old))
+        session.commit()
+    finally:
+        session.close()
