@@ -24,13 +24,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from alembic.util import CommandError
 from sqlalchemy import Engine, make_url, select
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from infra.broker import parse_mqtt_url
+from infra.cli_args import OneLineParser, mqtt_url, port
 
 from .db import database_url, make_engine, session_factory
 from .email import EmailSender, backend_from_url
@@ -52,23 +52,6 @@ class CliError(Exception):
     """A failure to report as one line (exit status 1)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
-    return value
-
-
 def _smtp_url(text: str) -> str:
     try:
         backend_from_url(text)
@@ -77,18 +60,10 @@ def _smtp_url(text: str) -> str:
     return text
 
 
-def _mqtt_url(text: str) -> str:
-    try:
-        parse_mqtt_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The door-lock cloud.")
+    parser = OneLineParser(prog=PROG, description="The door-lock cloud.")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
     helps = {
         "migrate": "create or upgrade the database schema",
@@ -106,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         )
     serve = sub["serve"]
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=_port, default=8000, help="TCP port to listen on")
+    serve.add_argument("--port", type=port, default=8000, help="TCP port to listen on")
     serve.add_argument(
-        "--mqtt", type=_mqtt_url, metavar="URL", help="broker, e.g. mqtt://127.0.0.1:1883"
+        "--mqtt", type=mqtt_url, metavar="URL", help="broker, e.g. mqtt://127.0.0.1:1883"
     )
     serve.add_argument(
         "--smtp",

@@ -20,8 +20,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
 
+from infra.cli_args import OneLineParser
 from protocol.crypto import public_bytes
 
 from .config import ControllerConfig
@@ -37,13 +37,6 @@ PROG = "door-controller"
 
 class CliError(Exception):
     """A failure to report as one line (exit status 1)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _hex_bytes(size: int) -> Callable[[str], bytes]:
@@ -62,9 +55,9 @@ def _hex_bytes(size: int) -> Callable[[str], bytes]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The reference lock controller.")
+    parser = OneLineParser(prog=PROG, description="The reference lock controller.")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
     provision = commands.add_parser("provision", help="create a lock's flash image and keys")
     provision.add_argument(

@@ -39,6 +39,7 @@ from typing import Final
 from bumble import core, hci, ll
 from bumble.transport.common import PacketParser
 
+from .cli_args import port
 from .radio import RadioController, RadioLink, RadioTiming
 
 __all__ = ["DEFAULT_PORT", "HubClient", "RadioHub", "main"]
@@ -262,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
         "--port",
-        type=_port,
+        type=port,
         default=DEFAULT_PORT,
         help=f"TCP port (default {DEFAULT_PORT}; 0: any)",
     )
@@ -274,16 +275,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log clients joining")
     return parser
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {value}")
-    return value
 
 
 async def _serve(args: argparse.Namespace) -> None:

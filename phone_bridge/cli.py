@@ -39,13 +39,14 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import httpx
 from bumble import hci
 from bumble.device import Device
 from bumble.transport import open_transport
 
+from infra.cli_args import OneLineParser
 from infra.radio_hub import DEFAULT_PORT
 from protocol import Reason
 from protocol.crypto import ed25519_private_from_seed
@@ -98,13 +99,6 @@ _BUMBLE_SCHEMES: Final = {
 
 class CliError(Exception):
     """A failure to report as one line (exit status 1)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # --- option values --------------------------------------------------------------------------
@@ -207,12 +201,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="A resident's phone: log in, open and sync doors.")
+    parser = OneLineParser(
+        prog=PROG, description="A resident's phone: log in, open and sync doors."
+    )
     _add_global_options(parser, defaults=True)
-    common = _Parser(add_help=False)
+    common = OneLineParser(add_help=False)
     _add_global_options(common, defaults=False)
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
 
     def command(name: str, help: str) -> argparse.ArgumentParser:

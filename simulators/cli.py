@@ -20,41 +20,25 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import NoReturn
 
-from infra.broker import parse_mqtt_url
+from infra.cli_args import OneLineParser, mqtt_url
 
 __all__ = ["main"]
 
 PROG = "doorsim"
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _mqtt_url(text: str) -> str:
-    try:
-        parse_mqtt_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The door-lock building simulator.")
+    parser = OneLineParser(prog=PROG, description="The door-lock building simulator.")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
     demo = commands.add_parser(
         "demo", help="the seeds' story end to end on real components, narrated step by step"
     )
     demo.add_argument(
         "--mqtt",
-        type=_mqtt_url,
+        type=mqtt_url,
         metavar="URL",
         help="a running broker, e.g. mqtt://127.0.0.1:1883 (default: amqtt in-process)",
     )
