@@ -39,7 +39,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
@@ -206,37 +206,45 @@ class CloudService:
         return str(manager[0])
 
     # --- keycard lifecycle (raw statements: the hot path, see cloud.sql) ---------------
+    #
+    # Each change locks the person's row first (resync and the code check lock it too:
+    # one order, person then card then doors, so two changes never deadlock), reads the
+    # card, and changes it only if it is still as read (:func:`_set_card`): two managers
+    # activating one card for two people cannot both succeed.
 
     def activate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         """A manager activates ``uid`` for ``person_id`` (portfolio rule applies)."""
         with Sql(self.session) as sql:
+            _lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
-            card = self._assignable(sql, uid, person_id)
+            card = _assignable(sql, uid, person_id)
             _set_card(sql, card, person_id, "active")
             changes = self._resync_with(sql, [person_id])
-            self._email(sql, person_id, "activated", card, manager)
+            self._email(sql, person_id, "activated", card.uid, manager)
         return changes
 
     def deactivate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         with Sql(self.session) as sql:
+            _lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
-            card = self._held(sql, uid, person_id, "active")
+            card = _held(sql, uid, person_id, "active")
             _set_card(sql, card, person_id, "deactivated")
             changes = self._resync_with(sql, [person_id])
-            self._email(sql, person_id, "deactivated", card, manager)
+            self._email(sql, person_id, "deactivated", card.uid, manager)
         return changes
 
     def self_activate(self, person_id: str, uid: str, code: str) -> list[DoorChange]:
         """The resident activates a card with the code printed on it."""
-        self._check_code(person_id, uid, code)
+        self._check_code(person_id, uid, code)  # locks the person
         with Sql(self.session) as sql:
-            card = self._assignable(sql, uid, person_id)
+            card = _assignable(sql, uid, person_id)
             _set_card(sql, card, person_id, "active")
             return self._resync_with(sql, [person_id])
 
     def self_deactivate(self, person_id: str, uid: str) -> list[DoorChange]:
         with Sql(self.session) as sql:
-            card = self._held(sql, uid, person_id, "active")
+            _lock_person(sql, person_id)
+            card = _held(sql, uid, person_id, "active")
             _set_card(sql, card, person_id, "deactivated")
             return self._resync_with(sql, [person_id])
 
@@ -255,34 +263,17 @@ class CloudService:
         """
         if manager_id is not None:
             self.check_portfolio_rule(manager_id, person_id)
-        with Sql(self.session, writes=False) as sql:
-            card = self._held(sql, uid, person_id, "active", "deactivated")
+        with Sql(self.session) as sql:
+            _lock_person(sql, person_id)
+            card = _held(sql, uid, person_id, "active", "deactivated")
         if replacement is not None and manager_id is None:
             self._check_code(person_id, replacement, replacement_code or "")
         with Sql(self.session) as sql:
             _set_card(sql, card, person_id, "lost")
             if replacement is not None:  # after: the lost card itself is no replacement
-                _set_card(sql, self._assignable(sql, replacement, person_id), person_id, "active")
+                _set_card(sql, _assignable(sql, replacement, person_id), person_id, "active")
             changes = self._resync_with(sql, [person_id])
-        return changes, self.doors_accepting(card)
-
-    def _assignable(self, sql: Sql, uid: str, person_id: str) -> str:
-        """The uid of a card that may be activated for the person."""
-        uid, holder, state = _card_row(sql, uid)
-        if holder not in (None, person_id):
-            raise ConflictError(f"keycard {uid} belongs to someone else")
-        if state in ("active", "lost"):
-            raise ConflictError(f"keycard {uid} is {state}; it cannot be activated again")
-        return uid
-
-    def _held(self, sql: Sql, uid: str, person_id: str, *states: str) -> str:
-        """The uid of the person's card, if it is in one of ``states``."""
-        uid, holder, state = _card_row(sql, uid)
-        if holder != person_id:
-            raise NotFoundError(f"person {person_id} holds no keycard {uid!r}")
-        if state not in states:
-            raise ConflictError(f"keycard {uid} is {state}, not {' or '.join(states)}")
-        return uid
+        return changes, self.doors_accepting(card.uid)
 
     def _check_code(self, person_id: str, uid: str, code: str) -> None:
         """Check a printed code under the person's rate limit (see the module docstring).
@@ -791,13 +782,53 @@ def _check_door_keys(identity_public: bytes, sealing_public: bytes, doorcode_sec
         raise InvalidInputError(f"doorcode_secret must be {DOORCODE_SECRET_SIZE} bytes")
 
 
-def _card_row(sql: Sql, uid: str) -> tuple[str, str | None, str]:
-    """``(uid, holder, state)`` of a keycard (not found: 404)."""
+class _CardRow(NamedTuple):
+    uid: str
+    holder: str | None
+    state: str
+
+
+def _lock_person(sql: Sql, person_id: str) -> None:
+    """Lock the person's row (``FOR NO KEY UPDATE``, as resync does); not found: 404."""
+    lock = sql.lock("FOR NO KEY UPDATE")
+    if sql.row(f"SELECT id FROM person WHERE id = ?{lock}", [person_id]) is None:
+        raise NotFoundError(f"no person {person_id!r}")
+
+
+def _card_row(sql: Sql, uid: str) -> _CardRow:
+    """A keycard's holder and state (not found: 404)."""
     row = sql.row("SELECT uid, person_id, state FROM keycard WHERE uid = ?", [uid.lower()])
     if row is None:
         raise NotFoundError(f"no keycard {uid.lower()!r}")
-    return row[0], row[1], row[2]
+    return _CardRow(*row)
 
 
-def _set_card(sql: Sql, uid: str, person_id: str, state: str) -> None:
-    sql.run("UPDATE keycard SET person_id = ?, state = ? WHERE uid = ?", [person_id, state, uid])
+def _assignable(sql: Sql, uid: str, person_id: str) -> _CardRow:
+    """A card that may be activated for the person."""
+    card = _card_row(sql, uid)
+    if card.holder not in (None, person_id):
+        raise ConflictError(f"keycard {card.uid} belongs to someone else")
+    if card.state in ("active", "lost"):
+        raise ConflictError(f"keycard {card.uid} is {card.state}; it cannot be activated again")
+    return card
+
+
+def _held(sql: Sql, uid: str, person_id: str, *states: str) -> _CardRow:
+    """The person's card, if it is in one of ``states``."""
+    card = _card_row(sql, uid)
+    if card.holder != person_id:
+        raise NotFoundError(f"person {person_id} holds no keycard {uid!r}")
+    if card.state not in states:
+        raise ConflictError(f"keycard {card.uid} is {card.state}, not {' or '.join(states)}")
+    return card
+
+
+def _set_card(sql: Sql, card: _CardRow, person_id: str, state: str) -> None:
+    """Give ``card`` to the person in ``state`` if it is still as read; else a conflict."""
+    holder = "person_id IS NULL" if card.holder is None else "person_id = ?"
+    changed = sql.run(
+        f"UPDATE keycard SET person_id = ?, state = ? WHERE uid = ? AND state = ? AND {holder}",
+        [person_id, state, card.uid, card.state, *([] if card.holder is None else [card.holder])],
+    )
+    if changed != 1:
+        raise ConflictError(f"keycard {card.uid} changed meanwhile; look again and retry")

@@ -28,12 +28,13 @@ from sqlalchemy import inspect, select
 
 from cloud.cli import main
 from cloud.db import create_schema, make_engine
+from cloud.errors import ConflictError
 from cloud.migrate import alembic_config, head_revision, migrate, schema_differences
 from cloud.models import Door, DoorEntry, DoorVersion, Keycard, Token
 from cloud.seed import token_hash
 from cloud.service import CloudService, hash_code
-from cloud.sync import BundleCache
-from protocol import CredentialList
+from cloud.sync import BundleCache, doors_of_person
+from protocol import Credential, CredentialList, CredentialStatus
 from tests.cloud_world import CloudWorld, counting_random, world_at
 
 ROUNDS = 25
@@ -342,3 +343,47 @@ def test_deactivating_one_card_while_activating_another_for_the_same_person(
             }
             assert {uid for uid, status in statuses.items() if status == 1} == set(new), name
             assert {uid for uid, status in statuses.items() if status == 2} == set(old), name
+
+
+def test_two_managers_activating_one_card_for_two_people_at_once_one_wins(
+    world: CloudWorld,
+) -> None:
+    """The loser gets a conflict, and the card is active only where its holder may open."""
+    ana, ben = world.seed.people["Ana Ruiz"], world.seed.people["Ben Okafor"]
+    maya = world.seed.managers["Maya Chen"]
+    uids = _new_cards(world, "contested", ROUNDS)
+    start = threading.Barrier(2)
+    won: dict[str, list[str]] = {ana: [], ben: []}
+
+    def activating(person: str) -> Callable[[], None]:
+        random = counting_random(f"contest {person}")
+
+        def run() -> None:
+            for uid in uids:
+                start.wait(timeout=60)
+                try:
+                    with world.sessions.begin() as session:
+                        CloudService(session, world.now, random, BundleCache()).activate_on_behalf(
+                            maya, person, uid
+                        )
+                except ConflictError:
+                    continue
+                won[person].append(uid)
+
+        return run
+
+    _run_together([activating(ana), activating(ben)], start)
+    assert sorted(won[ana] + won[ben]) == sorted(uids)  # each card: exactly one winner
+    with world.sessions.begin() as session:
+        holders = {c.uid: c.person_id for c in session.scalars(select(Keycard))}
+        for person, cards in won.items():
+            assert all(holders[uid] == person for uid in cards)
+            openable = set(doors_of_person(session, person))
+            entries = select(DoorEntry).where(DoorEntry.credential_id.in_(cards))
+            active_at = {
+                e.door_id
+                for e in session.scalars(entries)
+                if e.encoded is not None
+                and Credential.from_encoded(e.encoded).status is CredentialStatus.ACTIVE
+            }
+            assert active_at <= openable, person
