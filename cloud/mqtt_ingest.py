@@ -79,7 +79,7 @@ def ingest_audit(cloud: CloudService, door_id: str, payload: bytes) -> tuple[Aud
     lock = select(Door).where(Door.id == door_id).with_for_update()  # SQLite: held from BEGIN
     cloud.session.execute(lock.execution_options(populate_existing=True))
     gaps = cloud.door(door_id).audit_gaps
-    ack = cloud.upload_audit(door_id, payload)  # also last seen and the first-use rule
+    ack = cloud.upload_audit(door_id, payload, app_users=False)  # + last seen (see there)
     return ack, cloud.door(door_id).audit_gaps > gaps
 
 

@@ -36,18 +36,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from protocol import (
     DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S,
     AuditAck,
     AuditBatch,
+    AuditEvent,
     AuditEventKind,
     CredentialKind,
     MobileCredential,
@@ -726,23 +727,44 @@ class CloudService:
             raise ForbiddenError("that code would outlast your own access to this door")
         return code, match
 
-    def upload_audit(self, door_id: str, payload: bytes) -> AuditAck:
+    def upload_audit(self, door_id: str, payload: bytes, *, app_users: bool = True) -> AuditAck:
         """:meth:`audit`, then what the verified batch proves: when the lock was last seen
-        (its newest event time) and who has opened a door with the app (first-use rule)."""
-        ack = self.audit(door_id, payload)
-        events = AuditBatch.from_bytes(payload).events  # verified by audit()
+        (its newest event time) and, with ``app_users``, who has opened a door with the app
+        (the first-use rule).
+
+        The app users are marked before the door's row is written: a resync locks a person
+        and then doors, and the same order here cannot deadlock with it. The MQTT bridge
+        passes ``app_users=False``: it locks the door first (two clouds store a batch once),
+        and phone decisions reach the cloud in the batches phones upload.
+        """
         door = self.door(door_id)
+        identity = ed25519_public_from_bytes(door.identity_public)
+        events = AuditBatch.verified_from_bytes(payload, identity).events
+        if app_users:
+            self._mark_app_users(events)
+        ack = self.audit(door_id, payload)
         newest = min(max(e.time for e in events), self.now)
         seen = datetime.fromtimestamp(newest, UTC)
         last = door.last_seen.replace(tzinfo=UTC) if door.last_seen is not None else None
         if last is None or last < seen:
             door.last_seen = seen
-        for event in events:
-            if event.kind == AuditEventKind.PHONE_DECISION and event.reason == Reason.GRANTED:
-                person = self.session.get(Person, event.credential_id.hex())
-                if person is not None:
-                    person.used_app = True
         return ack
+
+    def _mark_app_users(self, events: Sequence[AuditEvent]) -> None:
+        """Everyone a verified batch shows granted by phone has now used the app."""
+        people = sorted(
+            {
+                e.credential_id.hex()
+                for e in events
+                if e.kind == AuditEventKind.PHONE_DECISION and e.reason == Reason.GRANTED
+            }
+        )
+        if people:
+            self.session.execute(
+                update(Person)
+                .where(Person.id.in_(people), Person.used_app.is_(False))
+                .values(used_app=True)
+            )
 
 
 GUEST_MAX_AHEAD_S = 365 * 86_400
