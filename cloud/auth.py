@@ -24,6 +24,7 @@ one is 401; a known token of the wrong role is 403. Each says what to do next.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -51,6 +52,8 @@ __all__ = [
     "open_service",
     "require",
 ]
+
+log = logging.getLogger(__name__)
 
 Role = Literal["manager", "resident", "phone"]
 
@@ -82,7 +85,10 @@ class ApiState:
     def committed(self, session: Session) -> None:
         """After a commit: wake whoever sends the MQTT outbox if the commit added to it."""
         if took_outbox(session) and self.on_outbox is not None:
-            self.on_outbox()
+            try:
+                self.on_outbox()
+            except Exception:  # committed already: the sender's next poll still finds it
+                log.exception("waking the MQTT sender after a commit failed")
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,7 @@ class CloudService:
     def _lock_person(self, person_id: str) -> Person:
         """Lock the person's row until the transaction ends (not found: 404).
 
-        ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync_people` locks it, so rows that
+        ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync` locks it, so rows that
         merely reference the person are not held up. (A SQLite transaction holds the
         database's write lock from its start: :func:`cloud.db.make_engine`.)
         """
@@ -495,7 +495,8 @@ class CloudService:
         reported = [e.detail for e in batch.events if e.kind == AuditEventKind.KEY_ROTATED]
         if not reported or max(reported) <= door.key_epoch:
             return
-        newest = max((epoch for epoch in reported if epoch <= self.key.epoch), default=0)
+        current = self.key.epoch
+        newest = max((epoch for epoch in reported if epoch <= current), default=0)
         door.key_epoch = max(door.key_epoch, newest)
 
     def _audit_ack(self, door: Door, door_id: bytes) -> AuditAck:

@@ -3,7 +3,7 @@
 Theory of operation: SQLAlchemy costs 75 to 160 µs per statement on our machines (ORM
 or Core: compiling, caching, result proxies, unit of work); a DB-API cursor runs a
 prepared primary-key statement in 2 to 5 µs. A keycard change is about twenty
-statements, so the operations that run per change (:func:`cloud.sync.resync_people`
+statements, so the operations that run per change (:func:`cloud.sync.resync`
 and the keycard lifecycle in :mod:`cloud.service`) talk to the driver directly,
 through :class:`Sql`, on the connection and transaction of the caller's session:
 what they write commits or rolls back with everything else.

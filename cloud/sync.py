@@ -1,7 +1,7 @@
 """The sync engine: desired lists, version bumps, bundles, receipts.
 
 Theory of operation: the source of truth is people, grants and keycards. After
-any change to them, :func:`resync_people` recomputes what each affected door must
+any change to them, :func:`resync` recomputes what each affected door must
 hold for that person (a PERSON entry per grant; a KEYCARD entry per card:
 ACTIVE when active, REVOKED once deactivated or lost), compares with the door's
 materialised list (:class:`~cloud.models.DoorEntry`) and, for each door whose
@@ -73,7 +73,6 @@ __all__ = [
     "queue_bundle",
     "queue_rotations",
     "resync",
-    "resync_people",
     "rotation_frames",
     "took_outbox",
 ]
@@ -304,8 +303,8 @@ class _Door:
     sealing_public: bytes
 
 
-def resync_people(
-    session: Session,
+def resync(
+    sql: Sql,
     person_ids: Iterable[str],
     *,
     key: SigningKey,
@@ -319,21 +318,9 @@ def resync_people(
     first, in id order, so two changes for one person run one after the other, each
     reading the other's committed cards and entries; then the doors, in id order, so
     concurrent changes for other people never lose a version bump. Runs on raw DB-API
-    statements (:mod:`cloud.sql`): a dozen statements whatever the number of doors.
+    statements in the caller's transaction (:mod:`cloud.sql`): a dozen statements
+    whatever the number of doors.
     """
-    with Sql(session) as sql:
-        return resync(sql, person_ids, key=key, random=random, cache=cache)
-
-
-def resync(
-    sql: Sql,
-    person_ids: Iterable[str],
-    *,
-    key: SigningKey,
-    random: Callable[[int], bytes],
-    cache: BundleCache,
-) -> list[DoorChange]:
-    """:func:`resync_people` on an open :class:`~cloud.sql.Sql`."""
     ids = sorted(set(person_ids))
     if not ids:
         return []

@@ -18,7 +18,7 @@ sync is needed and nothing changes.
 Nothing here reads a clock or the network: ``now`` and the signing key are arguments.
 Callers check who may ask. Two callers: the HTTP API (a phone of a person who can open the
 door asks, with the HELLO it read over BLE) and the MQTT bridge (an online door's live
-HELLO, :func:`cloud.mqtt_bridge.record_hello`; the frame goes to the door's ``time`` topic).
+HELLO, :func:`cloud.mqtt_ingest.record_hello`; the frame goes to the door's ``time`` topic).
 """
 
 from __future__ import annotations

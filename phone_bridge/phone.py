@@ -298,8 +298,6 @@ class Phone:
         await self._require_login("prefetch")
         try:
             frames = await self.cloud.bundles()
-            held_epoch = await asyncio.to_thread(self.store.newest_rotation_epoch)
-            rotations = await self.cloud.rotations(after=held_epoch)
         except CloudUnreachableError as error:
             logger.info("prefetch: offline, keeping the held bundles: %s", error)
             held = await asyncio.to_thread(self.store.bundles)
@@ -308,12 +306,21 @@ class Phone:
             raise _cloud_error("prefetch", error) from error
         try:
             await asyncio.to_thread(self.store.keep_bundles, frames, now=self.wall_time())
+        except StoreError as error:
+            raise PhoneError("prefetch", f"the cloud sent a bad frame: {error}") from error
+        await self._prefetch_rotations()
+        return PrefetchResult(online=True, doors=tuple(sorted(frames)))
+
+    async def _prefetch_rotations(self) -> None:
+        """Best effort: the bundles just held stay held if the rotations cannot be had."""
+        try:
+            held_epoch = await asyncio.to_thread(self.store.newest_rotation_epoch)
+            rotations = await self.cloud.rotations(after=held_epoch)
             await asyncio.to_thread(
                 self.store.keep_rotations, rotations.frames, now=self.wall_time()
             )
-        except StoreError as error:
-            raise PhoneError("prefetch", f"the cloud sent a bad frame: {error}") from error
-        return PrefetchResult(online=True, doors=tuple(sorted(frames)))
+        except (CloudClientError, StoreError) as error:
+            logger.warning("prefetch: key rotations not fetched: %s", error)
 
     async def visit(self, door: str, *, unlock: bool = True) -> PhoneVisit:
         """Visit *door* (id, hex): unlock (or only sync), carry bundle and ack; then drain."""

@@ -220,3 +220,19 @@ def test_the_ack_table_refuses_what_is_not_an_ack_for_that_door(store: PhoneStor
     with pytest.raises(StoreError, match="not an audit ack frame"):
         store.keep_ack(DOOR.hex(), b"LK\x01garbage", now=NOW)
     assert store.ack_for(DOOR.hex()) is None
+
+
+async def test_prefetch_keeps_the_bundles_when_the_rotations_cannot_be_had(
+    store: PhoneStore,
+) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/phones/login":
+            return httpx.Response(201, json=LOGIN)
+        if request.url.path == "/v1/phones/bundles":
+            return httpx.Response(200, json={"bundles": {}})
+        return problem(404, "no such route on this cloud")  # an older cloud: no rotations
+
+    phone = make_phone(store, handle)
+    await phone.login("resident-token")
+    result = await phone.prefetch()
+    assert result.online and result.doors == ()
