@@ -94,6 +94,7 @@ from .mqtt_ingest import (
     claim_unsent,
     ingest_audit,
     ingest_receipt,
+    make_durable,
     mark_sent,
     queue_key_rotation,
     record_hello,
@@ -451,6 +452,7 @@ class MqttBridge:
             if rows is None:
                 return None
             if rows:
+                await self._off_loop(make_durable, session)
                 await asyncio.gather(
                     *(client.publish(r.topic, r.payload, qos=QOS, retain=r.retain) for r in rows)
                 )

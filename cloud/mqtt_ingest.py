@@ -34,6 +34,7 @@ __all__ = [
     "claim_unsent",
     "ingest_audit",
     "ingest_receipt",
+    "make_durable",
     "mark_sent",
     "queue_key_rotation",
     "record_hello",
@@ -206,6 +207,29 @@ def claim_unsent(session: Session, limit: int) -> list[OutboxRow] | None:
     if not postgres:
         session.commit()
     return claimed
+
+
+def make_durable(session: Session) -> None:
+    """Make every committed transaction durable before its frames leave (SQLite only).
+
+    SQLite runs with ``synchronous=NORMAL`` (:func:`cloud.db.make_engine`): a commit reaches
+    the disk at the next checkpoint. Were a bundle published and the power then lost, the
+    cloud would come back without that version and give its number to other content, and
+    the lock that applied it would never match again. A passive checkpoint (on its own
+    connection: not inside the claim's transaction) syncs the write-ahead log first, so
+    the claimed rows, committed before the claim, are on disk before they are published.
+    PostgreSQL commits durably already.
+    """
+    engine = session.get_bind()
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()  # type: ignore[union-attr]
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        raw.close()
 
 
 def mark_sent(session: Session, ids: list[int], keep: int) -> None:

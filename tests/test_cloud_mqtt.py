@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,6 +40,7 @@ from cloud.db import create_schema, make_engine, session_factory
 from cloud.keys import current_key, rotate
 from cloud.models import AuditRecord, Door, DoorVersion, MqttOutbox
 from cloud.mqtt_bridge import BridgeConfig, MqttBridge
+from cloud.mqtt_ingest import claim_unsent, make_durable
 from cloud.seed import seed_demo
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
@@ -594,3 +597,27 @@ async def test_key_rotation_reaches_doors_and_a_door_epochs_behind_gets_each_rot
     assert world.door_row("Tower lobby").key_epoch == 2
     assert bridge.counters.rotations == rotations
     assert lofts.counters.internal_errors == 0
+
+
+def test_claimed_rows_are_on_disk_before_they_are_published(tmp_path: Path) -> None:
+    """SQLite commits reach the disk at checkpoints: a drain checkpoints before publishing."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'durable.db'}")
+    try:
+        create_schema(engine)
+        sessions = session_factory(engine)
+        with sessions.begin() as session:
+            session.add(MqttOutbox(topic="t", payload=b"frame", retain=False))
+        wal = tmp_path / "durable.db-wal"
+        assert wal.stat().st_size > 0  # the commit sits in the write-ahead log
+        with sessions() as session:
+            assert claim_unsent(session, 10)
+            make_durable(session)
+            database_file_alone = tmp_path / "alone.db"  # what survives without the log
+            shutil.copyfile(tmp_path / "durable.db", database_file_alone)
+        alone = sqlite3.connect(database_file_alone)
+        try:
+            assert alone.execute("SELECT count(*) FROM mqtt_outbox").fetchone() == (1,)
+        finally:
+            alone.close()
+    finally:
+        engine.dispose()
