@@ -4,7 +4,9 @@ Theory of operation: a thin adapter over :mod:`simulators.demo`. ``doorsim demo`
 seeds' story in a live building on embedded defaults (amqtt in-process, SQLite in a
 temporary directory, bumble's virtual radio, the cloud API on localhost); ``--mqtt URL``
 uses a running broker (Mosquitto) instead; ``--json`` prints one JSON object (each step's
-``name``, ``ok``, ``ms`` and ``detail``) instead of the narration.
+``name``, ``ok``, ``ms`` and ``detail``) instead of the narration. ``doorsim check
+SCENARIO...`` validates scenario files (:mod:`simulators.scenario`): ``FILE: ok`` with the
+counts, or ``FILE:LINE: reason``.
 
 Exit status: 0 when every expected outcome happened; 1 when one did not (the failed step is
 named) or the building could not start (one line on stderr, e.g. an unreachable broker);
@@ -45,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the narration"
     )
+    check = commands.add_parser(
+        "check", help="validate scenario files (simulators/scenarios/README.md has the format)"
+    )
+    check.add_argument("paths", nargs="+", metavar="SCENARIO", help="a scenario TOML file")
     return parser
 
 
@@ -80,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_logs()
     try:
+        if args.command == "check":
+            from .scenario import check_main
+
+            return check_main(args.paths)
         return _demo(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -127,3 +127,20 @@ def test_a_door_no_phone_can_reach_fails_the_demo_at_that_step(
         assert f"{later} " in out
     assert out.count("skipped") == len(STEP_NAMES) - failing
     assert out.splitlines()[-1].endswith(f"FAILED [{failing}] phone opens the offline doors")
+
+
+def test_check_validates_every_example_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    examples = sorted(str(p) for p in (Path(demo.__file__).parent / "scenarios").glob("*.toml"))
+    assert examples and cli.main(["check", *examples]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(examples) and all(": ok (" in line for line in out)
+
+
+def test_check_names_the_file_and_line_of_a_bad_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nname = "x"\nduratoin = 5\n')
+    assert cli.main(["check", str(bad)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{bad}:3: ") and '"duratoin"' in line
