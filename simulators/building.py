@@ -563,12 +563,22 @@ class Building:
             assert person is not None
             person.used_app = True
 
-    async def wait_until(self, what: str, predicate: Callable[[], bool]) -> None:
+    async def wait_until(
+        self, what: str, predicate: Callable[[], bool], *, reads_database: bool = False
+    ) -> None:
         """Return once ``predicate()`` holds; :class:`TimeoutError` naming ``what`` if it
-        does not within the configured timeout (checked every couple of milliseconds)."""
+        does not within the configured timeout (checked every couple of milliseconds).
+
+        ``reads_database``: run it in a worker thread, since a SQLite transaction may wait
+        for the bridge's or the API's (and must not stall the doors on this loop meanwhile).
+        """
+
+        async def holds() -> bool:
+            return await asyncio.to_thread(predicate) if reads_database else predicate()
+
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                while not predicate():
+                while not await holds():
                     await asyncio.sleep(_POLL_S)
         except TimeoutError:
             raise TimeoutError(f"{what}: not within {self.config.timeout_s} s") from None
