@@ -6,8 +6,10 @@ empty database with the demo world (:mod:`cloud.seed`) and prints its ids,
 bearer tokens and card codes as JSON; ``serve`` runs the HTTP API under uvicorn
 with the email sender and, given ``--mqtt``, the MQTT bridge in the same event
 loop; ``rotate-key`` makes the next signing key and lists the doors still on an
-older one. Every command takes ``--database URL`` (default ``$DATABASE_URL``,
-else a SQLite file in the working directory).
+older one; ``register-door`` registers a lock from the registration JSON that
+``door-controller provision`` wrote (as the cloud's operator: any property).
+Every command takes ``--database URL`` (default ``$DATABASE_URL``, else a SQLite
+file in the working directory).
 
 Every failure is one line on stderr, never a traceback: exit status 2 for bad
 usage (flags), 1 for a bad or unreachable database or a refused operation.
@@ -23,7 +25,9 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic.util import CommandError
@@ -34,10 +38,12 @@ from infra.cli_args import OneLineParser, mqtt_url, port
 
 from .db import database_url, make_engine, session_factory
 from .email import EmailSender, backend_from_url
+from .errors import CloudError
 from .keys import current_key, rotate
 from .migrate import current_revision, head_revision, migrate
 from .models import CloudKey, Door, Portfolio
 from .seed import SeedResult, seed_demo
+from .service import CloudService
 from .settings import CloudSettings
 
 if TYPE_CHECKING:
@@ -70,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "seed-demo": "fill an empty database with the demo world; print its tokens as JSON",
         "serve": "run the HTTP API, the email sender and (with --mqtt) the MQTT bridge",
         "rotate-key": "make the next cloud signing key; list doors still on an older one",
+        "register-door": "register a provisioned lock from its registration JSON",
     }
     sub = {name: commands.add_parser(name, help=text) for name, text in helps.items()}
     for command in sub.values():
@@ -79,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
             help="SQLAlchemy URL, e.g. postgresql://user@host/db "
             "(default: $DATABASE_URL, else sqlite:///latchsim-cloud.db)",
         )
+    register = sub["register-door"]
+    register.add_argument(
+        "registration", type=Path, help="the JSON `door-controller provision` wrote"
+    )
+    register.add_argument("--name", required=True, help="the door's name, e.g. 'Tower gym'")
+    register.add_argument(
+        "--online", action="store_true", help="an internet door (MQTT); default: BLE only"
+    )
+    register.add_argument(
+        "--property", metavar="ID", help="the property (default: the registration's)"
+    )
     serve = sub["serve"]
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=port, default=8000, help="TCP port to listen on")
@@ -210,6 +228,65 @@ def _rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_door(args: argparse.Namespace) -> int:
+    fields = _registration(args.registration)
+    url = _url(args)
+    engine = _engine(url)
+    try:
+        _require_migrated(engine, url)
+        with session_factory(engine).begin() as session:
+            cloud = CloudService(session, int(time.time()), os.urandom)
+            try:
+                changes = cloud.register_door(
+                    None,
+                    door_id=fields["door_id"].hex(),
+                    property_id=args.property or fields["property_id"].hex(),
+                    name=args.name,
+                    online=args.online,
+                    identity_public=fields["identity_public"],
+                    sealing_public=fields["sealing_public"],
+                    doorcode_secret=fields["doorcode_secret"],
+                )
+            except CloudError as exc:
+                raise CliError(str(exc)) from None
+    finally:
+        engine.dispose()
+    kind = "online (MQTT)" if args.online else "BLE only"
+    print(f"registered door {fields['door_id'].hex()} ({args.name}, {kind})")
+    print(f"its first list: version {changes[0].version}" if changes else "its list is empty")
+    return 0
+
+
+_REGISTRATION_FIELDS = {
+    "door_id": 16,
+    "property_id": 16,
+    "identity_public": 32,
+    "sealing_public": 32,
+    "doorcode_secret": 32,
+}
+
+
+def _registration(path: Path) -> dict[str, bytes]:
+    """The registration's fields as bytes; a file that is not one is a :class:`CliError`."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"{path}: not a registration file ({exc})") from None
+    if not isinstance(document, dict):
+        raise CliError(f"{path}: not a registration file (a JSON object is expected)")
+    fields = {}
+    for name, size in _REGISTRATION_FIELDS.items():
+        value = document.get(name)
+        try:
+            raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != size:
+            raise CliError(f"{path}: {name} must be {size} bytes in hex (from door-controller)")
+        fields[name] = raw
+    return fields
+
+
 def _serve(args: argparse.Namespace) -> int:
     url = _url(args)
     overrides = {"mqtt_url": args.mqtt, "smtp_url": args.smtp}
@@ -308,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed-demo": _seed_demo,
         "serve": _serve,
         "rotate-key": _rotate_key,
+        "register-door": _register_door,
     }
     try:
         return handlers[args.command](args)

@@ -577,7 +577,7 @@ class CloudService:
 
     def register_door(
         self,
-        manager_id: str,
+        manager_id: str | None,
         *,
         door_id: str,
         property_id: str,
@@ -587,13 +587,15 @@ class CloudService:
         sealing_public: bytes,
         doorcode_secret: bytes,
     ) -> list[DoorChange]:
-        """Register a provisioned lock in a property of the manager's portfolios.
+        """Register a provisioned lock in a property of the manager's portfolios (a
+        ``manager_id`` of None is the cloud's operator: any property).
 
         Everyone with a grant on the whole property may open the new door, so they are
         resynced: the door's first bundle carries them.
         """
         prop = self.session.get(Property, property_id)
-        if prop is None or prop.portfolio_id not in self.manager_portfolios(manager_id):
+        mine = None if manager_id is None else self.manager_portfolios(manager_id)
+        if prop is None or (mine is not None and prop.portfolio_id not in mine):
             raise NotFoundError(f"no property {property_id!r} in your portfolios")
         if self.session.get(Door, door_id) is not None:
             raise ConflictError(f"door {door_id} is already registered")

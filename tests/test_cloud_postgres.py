@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -34,6 +35,7 @@ from cloud.models import Door, DoorEntry, DoorVersion, Keycard, Token
 from cloud.seed import token_hash
 from cloud.service import CloudService, hash_code
 from cloud.sync import BundleCache, doors_of_person
+from controller.cli import main as controller_main
 from protocol import Credential, CredentialList, CredentialStatus
 from tests.cloud_world import CloudWorld, counting_random, world_at
 
@@ -387,3 +389,49 @@ def test_two_managers_activating_one_card_for_two_people_at_once_one_wins(
                 and Credential.from_encoded(e.encoded).status is CredentialStatus.ACTIVE
             }
             assert active_at <= openable, person
+
+
+def test_cli_register_door_from_the_provisioned_registration(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(capsys, "seed-demo", "--database", database_url)
+    assert status == 0
+    seeded = json.loads(out)
+    tower = seeded["properties"]["Harbor Tower"]
+    registration = tmp_path / "reg.json"
+    assert controller_main(
+        ["provision", "--flash", str(tmp_path / "lock"), "--cloud-key", seeded["cloud_public_key"],
+         "--property-id", tower, "--registration", str(registration)]
+    ) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = ["register-door", str(registration), "--name", "Tower roof", "--database", database_url]
+    status, out, err = run(capsys, *argv)
+    assert status == 0 and err == "" and "Tower roof, BLE only" in out
+    assert "its first list: version 1" in out  # the tower's residents, in one version
+    door_id = json.loads(registration.read_text())["door_id"]
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(
+                select(Door.name, Door.online, Door.list_version).where(Door.id == door_id)
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == ("Tower roof", False, 1)
+    status, out, err = run(capsys, *argv)  # twice: refused, nothing changes
+    assert status == 1 and out == "" and err.count("\n") == 1 and "already registered" in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", "[1, 2]", '{"door_id": "zz"}', '{"door_id": "00"}'],
+    ids=["text", "list", "bad-hex", "short"],
+)
+def test_cli_register_door_refuses_a_bad_registration_file(
+    database_url: str, tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "reg.json"
+    bad.write_text(content)
+    argv = ["register-door", str(bad), "--name", "X", "--database", database_url]
+    status, out, err = run(capsys, *argv)
+    assert status == 1 and out == "" and err.count("\n") == 1 and str(bad) in err
