@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, str] = {
     "fuzz": "bench.fuzz",
     "phone": "bench.phone",
     "protocol": "bench.protocol",
+    "sim": "bench.sim",
 }
 """The registry: benchmark name -> module implementing it."""
 
