@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -458,6 +458,10 @@ class CloudService:
         batch = AuditBatch.verified_from_bytes(
             payload, ed25519_public_from_bytes(door.identity_public)
         )
+        return self._store_audit(door, batch)
+
+    def _store_audit(self, door: Door, batch: AuditBatch) -> AuditAck:
+        """:meth:`audit` of a batch verified with ``door``'s key."""
         if batch.door_id.hex() != door.id:
             raise InvalidInputError("the audit batch is from another door")
         self._learn_key_epoch(door, batch)
@@ -466,19 +470,21 @@ class CloudService:
             # them only on an ack) and sends them again from its oldest unacknowledged one.
             door.audit_gaps += 1
             return self._audit_ack(door, batch.door_id)
-        for event in batch.events:
-            if event.seq >= door.audit_next_seq:
-                self.session.add(
-                    AuditRecord(
-                        door_id=door.id,
-                        seq=event.seq,
-                        time=event.time,
-                        kind=event.kind,
-                        reason=event.reason,
-                        credential_id=event.credential_id.hex(),
-                        detail=event.detail,
-                    )
-                )
+        rows = [
+            {
+                "door_id": door.id,
+                "seq": event.seq,
+                "time": event.time,
+                "kind": int(event.kind),
+                "reason": event.reason,
+                "credential_id": event.credential_id.hex(),
+                "detail": event.detail,
+            }
+            for event in batch.events
+            if event.seq >= door.audit_next_seq
+        ]
+        if rows:  # one executemany, not an ORM object per event
+            self.session.execute(insert(AuditRecord), rows)
         door.audit_next_seq = max(door.audit_next_seq, batch.last_seq + 1)
         return self._audit_ack(door, batch.door_id)
 
@@ -742,10 +748,11 @@ class CloudService:
         """
         door = self.door(door_id)
         identity = ed25519_public_from_bytes(door.identity_public)
-        events = AuditBatch.verified_from_bytes(payload, identity).events
+        batch = AuditBatch.verified_from_bytes(payload, identity)
+        events = batch.events
         if app_users:
             self._mark_app_users(events)
-        ack = self.audit(door_id, payload)
+        ack = self._store_audit(door, batch)
         newest = min(max(e.time for e in events), self.now)
         seen = datetime.fromtimestamp(newest, UTC)
         last = door.last_seen.replace(tzinfo=UTC) if door.last_seen is not None else None
