@@ -36,23 +36,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from protocol import (
     DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S,
-    AuditAck,
-    AuditBatch,
-    AuditEvent,
-    AuditEventKind,
     CredentialKind,
     MobileCredential,
-    Reason,
     ScopeKind,
 )
 from protocol.crypto import (
@@ -72,9 +66,10 @@ from .errors import (
     RateLimitedError,
     WrongCodeError,
 )
+from .keycard_rows import assignable, held, lock_person, set_card
 from .keys import SigningKey, current_key, key_of
+from .lock_uploads import LockUploads
 from .models import (
-    AuditRecord,
     CodeAttempt,
     Door,
     DoorEntry,
@@ -82,7 +77,6 @@ from .models import (
     Keycard,
     Manager,
     ManagerPortfolio,
-    MqttOutbox,
     Person,
     Phone,
     Property,
@@ -92,10 +86,8 @@ from .sync import (
     BundleCache,
     DoorChange,
     GrantTerms,
-    accept_receipt,
     bundle_frame,
     doors_of_person,
-    note_outbox,
     openable_doors,
     resync,
 )
@@ -135,7 +127,7 @@ class PersonStatus:
 
 
 @dataclass
-class CloudService:
+class CloudService(LockUploads):
     """Operations on one transaction. ``now`` is unix seconds; ``random(n)`` gives n bytes."""
 
     session: Session
@@ -216,20 +208,20 @@ class CloudService:
     def activate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         """A manager activates ``uid`` for ``person_id`` (portfolio rule applies)."""
         with Sql(self.session) as sql:
-            _lock_person(sql, person_id)
+            lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
-            card = _assignable(sql, uid, person_id)
-            _set_card(sql, card, person_id, "active")
+            card = assignable(sql, uid, person_id)
+            set_card(sql, card, person_id, "active")
             changes = self._resync_with(sql, [person_id])
             self._email(sql, person_id, "activated", card.uid, manager)
         return changes
 
     def deactivate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         with Sql(self.session) as sql:
-            _lock_person(sql, person_id)
+            lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
-            card = _held(sql, uid, person_id, "active")
-            _set_card(sql, card, person_id, "deactivated")
+            card = held(sql, uid, person_id, "active")
+            set_card(sql, card, person_id, "deactivated")
             changes = self._resync_with(sql, [person_id])
             self._email(sql, person_id, "deactivated", card.uid, manager)
         return changes
@@ -238,15 +230,15 @@ class CloudService:
         """The resident activates a card with the code printed on it."""
         self._check_code(person_id, uid, code)  # locks the person
         with Sql(self.session) as sql:
-            card = _assignable(sql, uid, person_id)
-            _set_card(sql, card, person_id, "active")
+            card = assignable(sql, uid, person_id)
+            set_card(sql, card, person_id, "active")
             return self._resync_with(sql, [person_id])
 
     def self_deactivate(self, person_id: str, uid: str) -> list[DoorChange]:
         with Sql(self.session) as sql:
-            _lock_person(sql, person_id)
-            card = _held(sql, uid, person_id, "active")
-            _set_card(sql, card, person_id, "deactivated")
+            lock_person(sql, person_id)
+            card = held(sql, uid, person_id, "active")
+            set_card(sql, card, person_id, "deactivated")
             return self._resync_with(sql, [person_id])
 
     def report_lost(
@@ -265,14 +257,14 @@ class CloudService:
         if manager_id is not None:
             self.check_portfolio_rule(manager_id, person_id)
         with Sql(self.session) as sql:
-            _lock_person(sql, person_id)
-            card = _held(sql, uid, person_id, "active", "deactivated")
+            lock_person(sql, person_id)
+            card = held(sql, uid, person_id, "active", "deactivated")
         if replacement is not None and manager_id is None:
             self._check_code(person_id, replacement, replacement_code or "")
         with Sql(self.session) as sql:
-            _set_card(sql, card, person_id, "lost")
+            set_card(sql, card, person_id, "lost")
             if replacement is not None:  # after: the lost card itself is no replacement
-                _set_card(sql, _assignable(sql, replacement, person_id), person_id, "active")
+                set_card(sql, assignable(sql, replacement, person_id), person_id, "active")
             changes = self._resync_with(sql, [person_id])
         return changes, self.doors_accepting(card.uid)
 
@@ -437,85 +429,6 @@ class CloudService:
                     cache=self.cache,
                 )
         return frames
-
-    # --- from locks -------------------------------------------------------------------
-
-    def receipt(self, door_id: str, payload: bytes) -> int:
-        """Verify and record a receipt; return the door's synced version."""
-        door = self.door(door_id)
-        accept_receipt(self.session, door, payload)
-        return door.synced_version
-
-    def audit(self, door_id: str, payload: bytes) -> AuditAck:
-        """Verify, store and acknowledge an audit batch (§6.5 ledger rule).
-
-        A batch that starts beyond what is stored is a gap: it is counted on the door for
-        the console and nothing of it is stored; the ack covers what is. Any verified
-        batch, a gap or a duplicate too, may raise the door's key epoch
-        (:meth:`_learn_key_epoch`).
-        """
-        door = self.door(door_id)
-        batch = AuditBatch.verified_from_bytes(
-            payload, ed25519_public_from_bytes(door.identity_public)
-        )
-        return self._store_audit(door, batch)
-
-    def _store_audit(self, door: Door, batch: AuditBatch) -> AuditAck:
-        """:meth:`audit` of a batch verified with ``door``'s key."""
-        if batch.door_id.hex() != door.id:
-            raise InvalidInputError("the audit batch is from another door")
-        self._learn_key_epoch(door, batch)
-        if batch.first_seq > door.audit_next_seq:
-            # §6.5 step 3: nothing stored. The lock still holds the missing events (it frees
-            # them only on an ack) and sends them again from its oldest unacknowledged one.
-            door.audit_gaps += 1
-            return self._audit_ack(door, batch.door_id)
-        rows = [
-            {
-                "door_id": door.id,
-                "seq": event.seq,
-                "time": event.time,
-                "kind": int(event.kind),
-                "reason": event.reason,
-                "credential_id": event.credential_id.hex(),
-                "detail": event.detail,
-            }
-            for event in batch.events
-            if event.seq >= door.audit_next_seq
-        ]
-        if rows:  # one executemany, not an ORM object per event
-            self.session.execute(insert(AuditRecord), rows)
-        door.audit_next_seq = max(door.audit_next_seq, batch.last_seq + 1)
-        return self._audit_ack(door, batch.door_id)
-
-    def _learn_key_epoch(self, door: Door, batch: AuditBatch) -> None:
-        """Raise ``door.key_epoch`` to the newest epoch a verified batch reports rotating to.
-
-        The lock signed the batch, so its KEY_ROTATED events (§6.4: ``detail`` is the new
-        epoch) are how the cloud learns the epoch of a lock whose HELLO never reaches it, a
-        BLE-only lock a phone rotated (§6.7). Nothing else the lock signs names its epoch
-        (a RECEIPT does not, §6.3). The epoch never goes down (an old batch replayed
-        changes nothing), and an epoch above the cloud's own newest one cannot come from a
-        rotation the cloud signed, so it is ignored.
-        """
-        reported = [e.detail for e in batch.events if e.kind == AuditEventKind.KEY_ROTATED]
-        if not reported or max(reported) <= door.key_epoch:
-            return
-        current = self.key.epoch
-        newest = max((epoch for epoch in reported if epoch <= current), default=0)
-        door.key_epoch = max(door.key_epoch, newest)
-
-    def _audit_ack(self, door: Door, door_id: bytes) -> AuditAck:
-        """The ack of everything stored for ``door`` (§6.5: ``up_to_seq = next_seq - 1``)."""
-        key = self.key
-        return AuditAck(
-            door_id=door_id, key_epoch=key.epoch, up_to_seq=door.audit_next_seq - 1
-        ).signed(key.private)
-
-    def queue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Add a frame to the MQTT outbox (sent after commit)."""
-        self.session.add(MqttOutbox(topic=topic, payload=payload, retain=retain))
-        note_outbox(self.session)
 
     # --- portfolio views, doors, guests and doorcodes (used by the HTTP API) ----------
 
@@ -736,46 +649,6 @@ class CloudService:
             raise ForbiddenError("that code would outlast your own access to this door")
         return code, match
 
-    def upload_audit(self, door_id: str, payload: bytes, *, app_users: bool = True) -> AuditAck:
-        """:meth:`audit`, then what the verified batch proves: when the lock was last seen
-        (its newest event time) and, with ``app_users``, who has opened a door with the app
-        (the first-use rule).
-
-        The app users are marked before the door's row is written: a resync locks a person
-        and then doors, and the same order here cannot deadlock with it. The MQTT bridge
-        passes ``app_users=False``: it locks the door first (two clouds store a batch once),
-        and phone decisions reach the cloud in the batches phones upload.
-        """
-        door = self.door(door_id)
-        identity = ed25519_public_from_bytes(door.identity_public)
-        batch = AuditBatch.verified_from_bytes(payload, identity)
-        events = batch.events
-        if app_users:
-            self._mark_app_users(events)
-        ack = self._store_audit(door, batch)
-        newest = min(max(e.time for e in events), self.now)
-        seen = datetime.fromtimestamp(newest, UTC)
-        last = door.last_seen.replace(tzinfo=UTC) if door.last_seen is not None else None
-        if last is None or last < seen:
-            door.last_seen = seen
-        return ack
-
-    def _mark_app_users(self, events: Sequence[AuditEvent]) -> None:
-        """Everyone a verified batch shows granted by phone has now used the app."""
-        people = sorted(
-            {
-                e.credential_id.hex()
-                for e in events
-                if e.kind == AuditEventKind.PHONE_DECISION and e.reason == Reason.GRANTED
-            }
-        )
-        if people:
-            self.session.execute(
-                update(Person)
-                .where(Person.id.in_(people), Person.used_app.is_(False))
-                .values(used_app=True)
-            )
-
 
 GUEST_MAX_AHEAD_S = 365 * 86_400
 """A guest's access may end at most a year from now."""
@@ -812,55 +685,3 @@ def _check_door_keys(identity_public: bytes, sealing_public: bytes, doorcode_sec
         ) from None
     if len(doorcode_secret) != DOORCODE_SECRET_SIZE:
         raise InvalidInputError(f"doorcode_secret must be {DOORCODE_SECRET_SIZE} bytes")
-
-
-class _CardRow(NamedTuple):
-    uid: str
-    holder: str | None
-    state: str
-
-
-def _lock_person(sql: Sql, person_id: str) -> None:
-    """Lock the person's row (``FOR NO KEY UPDATE``, as resync does); not found: 404."""
-    lock = sql.lock("FOR NO KEY UPDATE")
-    if sql.row(f"SELECT id FROM person WHERE id = ?{lock}", [person_id]) is None:
-        raise NotFoundError(f"no person {person_id!r}")
-
-
-def _card_row(sql: Sql, uid: str) -> _CardRow:
-    """A keycard's holder and state (not found: 404)."""
-    row = sql.row("SELECT uid, person_id, state FROM keycard WHERE uid = ?", [uid.lower()])
-    if row is None:
-        raise NotFoundError(f"no keycard {uid.lower()!r}")
-    return _CardRow(*row)
-
-
-def _assignable(sql: Sql, uid: str, person_id: str) -> _CardRow:
-    """A card that may be activated for the person."""
-    card = _card_row(sql, uid)
-    if card.holder not in (None, person_id):
-        raise ConflictError(f"keycard {card.uid} belongs to someone else")
-    if card.state in ("active", "lost"):
-        raise ConflictError(f"keycard {card.uid} is {card.state}; it cannot be activated again")
-    return card
-
-
-def _held(sql: Sql, uid: str, person_id: str, *states: str) -> _CardRow:
-    """The person's card, if it is in one of ``states``."""
-    card = _card_row(sql, uid)
-    if card.holder != person_id:
-        raise NotFoundError(f"person {person_id} holds no keycard {uid!r}")
-    if card.state not in states:
-        raise ConflictError(f"keycard {card.uid} is {card.state}, not {' or '.join(states)}")
-    return card
-
-
-def _set_card(sql: Sql, card: _CardRow, person_id: str, state: str) -> None:
-    """Give ``card`` to the person in ``state`` if it is still as read; else a conflict."""
-    holder = "person_id IS NULL" if card.holder is None else "person_id = ?"
-    changed = sql.run(
-        f"UPDATE keycard SET person_id = ?, state = ? WHERE uid = ? AND state = ? AND {holder}",
-        [person_id, state, card.uid, card.state, *([] if card.holder is None else [card.holder])],
-    )
-    if changed != 1:
-        raise ConflictError(f"keycard {card.uid} changed meanwhile; look again and retry")
