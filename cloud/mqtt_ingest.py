@@ -195,7 +195,7 @@ def claim_unsent(session: Session, limit: int) -> list[OutboxRow] | None:
     """The oldest unsent rows in id order; None while another cloud drains (PostgreSQL).
 
     On PostgreSQL the transaction stays open, holding the drain's advisory lock until
-    :func:`_mark_sent` commits. On SQLite it ends here: every SQLite transaction holds the
+    :func:`mark_sent` commits. On SQLite it ends here: every SQLite transaction holds the
     database's write lock (:func:`cloud.db.make_engine`), which must not wait on the broker.
     """
     postgres = session.get_bind().dialect.name == "postgresql"

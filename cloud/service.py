@@ -30,6 +30,10 @@ Rules (from the issue and ``../shared/DESIGN.md``):
   still accept it until they sync.
 * Status is derived from versions: an entry changed after a door's synced
   version is pending at that door.
+
+The keycard lifecycle, the hot path, runs on raw statements (:mod:`cloud.sql`,
+:mod:`cloud.keycard_rows`), locking person, then card, then doors; what locks upload
+(receipts, audit batches) is :class:`~cloud.lock_uploads.LockUploads`.
 """
 
 from __future__ import annotations
