@@ -397,8 +397,9 @@ class CloudService(LockUploads):
         doors = sorted(doors_of_person(self.session, person_id))[:64]
         if not doors:
             raise ForbiddenError("you have no doors to open yet")
+        key = self.key
         credential = MobileCredential(
-            key_epoch=self.key.epoch,
+            key_epoch=key.epoch,
             credential_id=self.random(16),
             person_id=bytes.fromhex(person_id),
             phone_public_key=public_key,
@@ -406,7 +407,7 @@ class CloudService(LockUploads):
             valid_until=self.now + DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S,
             scope_kind=ScopeKind.DOORS,
             scope_ids=tuple(bytes.fromhex(d) for d in doors),
-        ).signed(self.key.private)
+        ).signed(key.private)
         self.session.add(
             Phone(
                 id=credential.credential_id.hex(),
@@ -420,19 +421,18 @@ class CloudService(LockUploads):
 
     def pending_bundles(self, person_id: str) -> dict[str, bytes]:
         """Door id → bundle frame for every door the person can open that is behind."""
-        frames = {}
-        for door_id in doors_of_person(self.session, person_id):
-            door = self.door(door_id)
-            if door.list_version > door.synced_version:
-                frames[door_id] = bundle_frame(
-                    self.session,
-                    door,
-                    door.synced_version,
-                    key=self.key,
-                    random=self.random,
-                    cache=self.cache,
-                )
-        return frames
+        ids = list(doors_of_person(self.session, person_id))
+        behind = select(Door).where(Door.id.in_(ids), Door.list_version > Door.synced_version)
+        doors = list(self.session.scalars(behind)) if ids else []
+        if not doors:
+            return {}
+        key, random, cache = self.key, self.random, self.cache  # one key read for all
+        return {
+            door.id: bundle_frame(
+                self.session, door, door.synced_version, key=key, random=random, cache=cache
+            )
+            for door in doors
+        }
 
     # --- portfolio views, doors, guests and doorcodes (used by the HTTP API) ----------
 

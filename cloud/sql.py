@@ -64,7 +64,8 @@ class Sql:
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a query."""
         self._cursor.execute(self._sql(statement), params)
-        return list(self._cursor.fetchall())
+        rows: list[Row] = self._cursor.fetchall()
+        return rows
 
     def row(self, statement: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of a query, or None."""
