@@ -9,7 +9,10 @@ embedded amqtt broker in this process; ``broker_is_mosquitto`` says which).
 * **Activations → sealed bundles.** A manager activates and deactivates a resident's
   keycard in turn, one committed transaction each. The resident can open one online
   door, so each activation seals exactly one bundle into the outbox; the rate is
-  bundles per second (:func:`bench._timing.measure_rate`). The same for a resident of
+  bundles per second (:func:`bench._timing.measure_rate`). Each transaction is a raw
+  one (:func:`cloud.raw_tx.raw_service`, as bulk and simulated callers run changes);
+  ``activations_per_s_in_orm_sessions`` is the same in an ORM session each, as the
+  HTTP API runs them (its request handling is not timed). The same for a resident of
   20 online doors shows how the cost scales per door (one set-based pass over all its
   doors). ``activation_sql_statements`` counts the SQL statements one single-door
   activation runs and ``sql_select_us`` times the cheapest one (a prepared primary-key
@@ -66,6 +69,7 @@ from cloud.models import (
     Property,
 )
 from cloud.mqtt_bridge import BridgeConfig, MqttBridge
+from cloud.raw_tx import raw_service
 from cloud.service import CloudService, hash_code
 from cloud.sync import BundleCache
 from controller.config import ControllerConfig
@@ -94,6 +98,7 @@ UNITS: dict[str, str] = {
     "api_to_receipt_ms_p99": "ms",
     "raw_mqtt_rtt_ms_median": "ms",
     "api_to_receipt_headroom_ms": "ms",
+    "activations_per_s_in_orm_sessions": "activations/s",
     "activation_sql_statements": "statements",
     "sql_select_us": "us",
     "broker_is_mosquitto": "1 = yes",
@@ -138,13 +143,18 @@ class BenchCloud:
         return self.random(16).hex()
 
     @contextlib.contextmanager
-    def service(self) -> Iterator[CloudService]:
+    def service(self, *, raw: bool = True) -> Iterator[CloudService]:
+        """One transaction: raw (:func:`cloud.raw_tx.raw_service`) or an ORM session's."""
+        if raw:
+            with raw_service(self.engine, NOW, self.random, self.cache) as cloud:
+                yield cloud
+            return
         with self.sessions.begin() as session:
             yield CloudService(session, NOW, self.random, self.cache)
 
-    def toggle(self) -> int:
+    def toggle(self, *, raw: bool = True) -> int:
         """Activate the resident's card, or deactivate it; return how many doors changed."""
-        with self.service() as cloud:
+        with self.service(raw=raw) as cloud:
             act = cloud.deactivate_on_behalf if self.active else cloud.activate_on_behalf
             changes = act(self.manager, self.person, self.card)
         self.active = not self.active
@@ -211,6 +221,9 @@ def activation_rates(tmp: Path, *, seconds: float) -> Figures:
     assert many.toggle() == MANY_DOORS
     return {
         "activations_to_sealed_bundles_per_s": measure_rate(_toggling(single), seconds=seconds),
+        "activations_per_s_in_orm_sessions": measure_rate(
+            _toggling(single, raw=False), seconds=seconds
+        ),
         f"sealed_bundles_per_s_{MANY_DOORS}_door_resident": round(
             measure_rate(_toggling(many), seconds=seconds) * MANY_DOORS, 1
         ),
@@ -235,11 +248,11 @@ def _selecting(cloud: BenchCloud) -> Callable[[int], Loop]:
     return workload
 
 
-def _toggling(cloud: BenchCloud) -> Callable[[int], Loop]:
+def _toggling(cloud: BenchCloud, *, raw: bool = True) -> Callable[[int], Loop]:
     def workload(count: int) -> Loop:
         def loop() -> None:
             for _ in range(count):
-                cloud.toggle()
+                cloud.toggle(raw=raw)
 
         return loop
 

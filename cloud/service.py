@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from protocol import (
@@ -74,7 +75,6 @@ from .keycard_rows import assignable, held, lock_person, set_card
 from .keys import SigningKey, current_key, key_of
 from .lock_uploads import LockUploads
 from .models import (
-    CodeAttempt,
     Door,
     DoorEntry,
     Grant,
@@ -138,10 +138,22 @@ class CloudService(LockUploads):
     now: int
     random: Callable[[int], bytes]
     cache: BundleCache = field(default_factory=BundleCache)
+    raw: Sql | None = None
+    """The raw transaction of :func:`cloud.raw_tx.raw_service`: the keycard lifecycle
+    runs on it, and the session holds no connection (ORM operations are refused)."""
 
     @property
     def key(self) -> SigningKey:
         return current_key(self.session)
+
+    @contextmanager
+    def _sql(self, *, writes: bool = True) -> Iterator[Sql]:
+        """Raw statements in this service's transaction (see :mod:`cloud.sql`)."""
+        if self.raw is not None:
+            yield self.raw
+            return
+        with Sql(self.session, writes=writes) as sql:
+            yield sql
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -177,7 +189,7 @@ class CloudService(LockUploads):
 
         Returns the manager's name, for the email that tells the person what was done.
         """
-        with Sql(self.session, writes=False) as sql:
+        with self._sql(writes=False) as sql:
             return self._portfolio_rule(sql, manager_id, person_id)
 
     def _portfolio_rule(self, sql: Sql, manager_id: str, person_id: str) -> str:
@@ -211,7 +223,7 @@ class CloudService(LockUploads):
 
     def activate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         """A manager activates ``uid`` for ``person_id`` (portfolio rule applies)."""
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
             card = assignable(sql, uid, person_id)
@@ -221,7 +233,7 @@ class CloudService(LockUploads):
         return changes
 
     def deactivate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
             card = held(sql, uid, person_id, "active")
@@ -233,13 +245,13 @@ class CloudService(LockUploads):
     def self_activate(self, person_id: str, uid: str, code: str) -> list[DoorChange]:
         """The resident activates a card with the code printed on it."""
         self._check_code(person_id, uid, code)  # locks the person
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             card = assignable(sql, uid, person_id)
             set_card(sql, card, person_id, "active")
             return self._resync_with(sql, [person_id])
 
     def self_deactivate(self, person_id: str, uid: str) -> list[DoorChange]:
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             lock_person(sql, person_id)
             card = held(sql, uid, person_id, "active")
             set_card(sql, card, person_id, "deactivated")
@@ -260,12 +272,12 @@ class CloudService(LockUploads):
         """
         if manager_id is not None:
             self.check_portfolio_rule(manager_id, person_id)
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             lock_person(sql, person_id)
             card = held(sql, uid, person_id, "active", "deactivated")
         if replacement is not None and manager_id is None:
             self._check_code(person_id, replacement, replacement_code or "")
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             set_card(sql, card, person_id, "lost")
             if replacement is not None:  # after: the lost card itself is no replacement
                 set_card(sql, assignable(sql, replacement, person_id), person_id, "active")
@@ -277,36 +289,25 @@ class CloudService(LockUploads):
 
         Call it before changing anything: a wrong code commits the transaction.
         """
-        self._lock_person(person_id)
-        mine = CodeAttempt.person_id == person_id
-        since = self.now - SELF_ACTIVATION_WINDOW_S
-        self.session.execute(delete(CodeAttempt).where(mine, CodeAttempt.at <= since))
-        count = select(func.count()).select_from(CodeAttempt).where(mine)
-        if self.session.execute(count).scalar_one() >= SELF_ACTIVATION_LIMIT:
-            raise RateLimitedError("too many wrong codes; wait 15 minutes and try again")
-        card = self.session.get(Keycard, uid.lower())
-        if card is None or not hmac.compare_digest(card.activation_code_hash, hash_code(code)):
-            self.session.add(CodeAttempt(person_id=person_id, at=self.now))
-            raise WrongCodeError("the card number or the activation code is not right")
-
-    def _lock_person(self, person_id: str) -> Person:
-        """Lock the person's row until the transaction ends (not found: 404).
-
-        ``FOR NO KEY UPDATE``, as :func:`cloud.sync.resync` locks it, so rows that
-        merely reference the person are not held up. (A SQLite transaction holds the
-        database's write lock from its start: :func:`cloud.db.make_engine`.)
-        """
-        query = select(Person).where(Person.id == person_id).with_for_update(key_share=True)
-        person = self.session.execute(query).scalar_one_or_none()
-        if person is None:
-            raise NotFoundError(f"no person {person_id!r}")
-        return person
+        with self._sql() as sql:
+            lock_person(sql, person_id)
+            since = self.now - SELF_ACTIVATION_WINDOW_S
+            sql.run("DELETE FROM code_attempt WHERE person_id = ? AND at <= ?", [person_id, since])
+            count = sql.row("SELECT count(*) FROM code_attempt WHERE person_id = ?", [person_id])
+            if count is not None and count[0] >= SELF_ACTIVATION_LIMIT:
+                raise RateLimitedError("too many wrong codes; wait 15 minutes and try again")
+            found = sql.row("SELECT activation_code_hash FROM keycard WHERE uid = ?", [uid.lower()])
+            if found is None or not hmac.compare_digest(found[0], hash_code(code)):
+                sql.run(
+                    "INSERT INTO code_attempt (person_id, at) VALUES (?, ?)", [person_id, self.now]
+                )
+                raise WrongCodeError("the card number or the activation code is not right")
 
     def _resync(self, person_id: str) -> list[DoorChange]:
         return self._resync_all([person_id])
 
     def _resync_all(self, person_ids: list[str]) -> list[DoorChange]:
-        with Sql(self.session) as sql:
+        with self._sql() as sql:
             return self._resync_with(sql, person_ids)
 
     def _resync_with(self, sql: Sql, person_ids: list[str]) -> list[DoorChange]:

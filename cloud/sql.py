@@ -40,10 +40,23 @@ class Sql:
         :meth:`close` expires the session's objects)."""
         session.flush()
         connection = session.connection()
-        self.session, self.writes = session, writes
-        self.postgres = connection.dialect.name == "postgresql"
         driver = connection.connection.driver_connection
         assert driver is not None, "the session's connection is closed"
+        self._open(session, driver, postgres=connection.dialect.name == "postgresql")
+        self.writes = writes
+
+    @classmethod
+    def on_driver(cls, session: Session, driver: Any, *, postgres: bool) -> Sql:
+        """A cursor on a DB-API connection whose transaction the caller runs
+        (:func:`cloud.raw_tx.raw_service`); ``session`` carries the transaction's notes
+        (:class:`cloud.sync.BundleCache`, :func:`cloud.sync.note_outbox`), never rows."""
+        sql = cls.__new__(cls)
+        sql._open(session, driver, postgres=postgres)
+        sql.writes = False
+        return sql
+
+    def _open(self, session: Session, driver: Any, *, postgres: bool) -> None:
+        self.session, self.postgres = session, postgres
         self._cursor = driver.cursor()
 
     def __enter__(self) -> Sql:

@@ -66,8 +66,10 @@ __all__ = [
     "GrantTerms",
     "accept_receipt",
     "bundle_frame",
+    "commit_pending",
     "door_list",
     "doors_of_person",
+    "drop_pending",
     "note_outbox",
     "openable_doors",
     "queue_bundle",
@@ -156,13 +158,16 @@ class _Pending:
 _PENDING: Final = "latchsim.bundle_cache"
 
 
-def _commit_pending(session: Session) -> None:
+def commit_pending(session: Session) -> None:
+    """``session``'s transaction committed: the cache keeps what it made (a session's
+    commit calls this itself; :func:`cloud.raw_tx.raw_service` calls it by hand)."""
     pending: _Pending | None = session.info.pop(_PENDING, None)
     if pending is not None:
         pending.cache._commit(pending)
 
 
-def _drop_pending(session: Session, _previous: object) -> None:
+def drop_pending(session: Session, _previous: object = None) -> None:
+    """``session``'s transaction rolled back: forget what it made and noted."""
     session.info.pop(_PENDING, None)
     session.info.pop(_OUTBOX_WRITTEN, None)
 
@@ -182,8 +187,8 @@ def took_outbox(session: Session) -> bool:
 
 
 # Once for every session: listening per session cost more than sealing a bundle.
-event.listen(Session, "after_commit", _commit_pending)
-event.listen(Session, "after_soft_rollback", _drop_pending)
+event.listen(Session, "after_commit", commit_pending)
+event.listen(Session, "after_soft_rollback", drop_pending)
 
 
 @dataclass(frozen=True)

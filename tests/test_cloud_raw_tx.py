@@ -1,0 +1,115 @@
+"""Keycard changes on a raw DB-API transaction (cloud.raw_tx), SQLite and PostgreSQL.
+
+The raw path must do exactly what a session's transaction does: the same doors bumped,
+the same outbox and email rows, the bundle the lock applies; nothing at all when a rule
+refuses; a wrong code counted even though the change is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import UnboundExecutionError
+
+from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
+from cloud.models import CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox
+from cloud.raw_tx import raw_service
+from cloud.service import CloudService
+from cloud.sync import took_outbox
+from tests.cloud_world import CloudWorld, world_at
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[CloudWorld]:
+    world = world_at(database_url)
+    yield world
+    world.engine.dispose()
+
+
+def _raw(world: CloudWorld) -> AbstractContextManager[CloudService]:
+    return raw_service(world.engine, world.now, world.random, world.cache)
+
+
+def _count(world: CloudWorld, model: type) -> int:
+    with world.sessions() as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def _versions(world: CloudWorld) -> dict[str, int]:
+    with world.sessions() as session:
+        return {door.id: door.list_version for door in session.scalars(select(Door))}
+
+
+def test_raw_activation_reaches_the_locks_like_a_session_one(world: CloudWorld) -> None:
+    ana, maya = world.seed.people["Ana Ruiz"], world.seed.managers["Maya Chen"]
+    uid, _ = world.seed.cards["card-1"]
+    before = _versions(world)
+    with _raw(world) as cloud:
+        changes = cloud.activate_on_behalf(maya, ana, uid)
+    assert took_outbox(cloud.session)  # the lobby is online: wake the MQTT bridge
+    doors = {world.seed.doors[n] for n in ("Tower lobby", "Tower basement", "Tower gym")}
+    assert {c.door_id for c in changes} == doors
+    after = _versions(world)
+    assert {d for d in after if after[d] != before[d]} == doors
+    assert all(after[c.door_id] == before[c.door_id] + 1 == c.version for c in changes)
+    assert _count(world, MqttOutbox) == 1 and _count(world, EmailOutbox) == 1
+    with world.service() as session_cloud:
+        status = session_cloud.person_status(ana)
+    assert status.keycards[0].status == "activation pending"
+    for door in doors:  # the real locks apply what the raw transaction sealed
+        world.sync_door(door)
+    with world.service() as session_cloud:
+        assert session_cloud.person_status(ana).keycards[0].status == "active"
+
+
+def test_a_refused_raw_change_leaves_nothing_and_caches_nothing(world: CloudWorld) -> None:
+    chloe, maya = world.seed.people["Chloe Martin"], world.seed.managers["Maya Chen"]
+    uid, _ = world.seed.cards["card-2"]
+    before = _versions(world)
+    with pytest.raises(PortfolioRuleError, match="must self-activate"), _raw(world) as cloud:
+        cloud.activate_on_behalf(maya, chloe, uid)
+    assert not took_outbox(cloud.session)
+    assert _versions(world) == before and _count(world, MqttOutbox) == 0
+    with world.sessions() as session:
+        assert session.get(Keycard, uid.lower()).state == "inventory"  # type: ignore[union-attr]
+
+
+def test_an_exception_midway_rolls_the_whole_change_back(world: CloudWorld) -> None:
+    ana, maya = world.seed.people["Ana Ruiz"], world.seed.managers["Maya Chen"]
+    uid, _ = world.seed.cards["card-1"]
+    before = _versions(world)
+    with pytest.raises(RuntimeError, match="crash"), _raw(world) as cloud:
+        cloud.activate_on_behalf(maya, ana, uid)
+        raise RuntimeError("crash after the change, before the commit")
+    assert _versions(world) == before
+    assert _count(world, MqttOutbox) == 0 and _count(world, EmailOutbox) == 0
+    # The rolled-back versions are reused by the next change: it must seal fresh bundles.
+    with _raw(world) as cloud:
+        changes = cloud.activate_on_behalf(maya, ana, uid)
+    for change in changes:
+        world.sync_door(change.door_id)
+    with world.service() as session_cloud:
+        assert session_cloud.person_status(ana).keycards[0].status == "active"
+
+
+def test_wrong_codes_are_counted_on_the_raw_path_too(world: CloudWorld) -> None:
+    chloe = world.seed.people["Chloe Martin"]
+    uid, code = world.seed.cards["card-3"]
+    for _ in range(5):
+        with pytest.raises(InvalidInputError, match="not right"), _raw(world) as cloud:
+            cloud.self_activate(chloe, uid, "WRONG")
+    assert _count(world, CodeAttempt) == 5  # each refusal committed its attempt
+    with pytest.raises(RateLimitedError), _raw(world) as cloud:
+        cloud.self_activate(chloe, uid, code)
+    world.now += 15 * 60
+    with _raw(world) as cloud:
+        assert len(cloud.self_activate(chloe, uid, code)) == 3
+
+
+def test_orm_operations_are_refused_on_the_raw_path(world: CloudWorld) -> None:
+    with pytest.raises(UnboundExecutionError), _raw(world) as cloud:
+        assert isinstance(cloud, CloudService)
+        cloud.person(world.seed.people["Ana Ruiz"])
