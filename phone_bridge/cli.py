@@ -328,15 +328,18 @@ def _app_file(store: PhoneStore, *, create: bool) -> AppFile:
 @asynccontextmanager
 async def _run(args: argparse.Namespace, *, login: bool, radio: bool) -> AsyncIterator[Run]:
     """The command's parts; a command that needs a login fails before a radio is opened."""
-    store = _open_store(args)
-    if login and store.login() is None:
-        raise NotLoggedInError(args.command, "log the phone in first")
-    app = _app_file(store, create=args.command == "login")
-    async with CloudClient(args.cloud, timeout=args.timeout) as cloud, _doors(args, radio) as doors:
-        phone = Phone(
-            key=ed25519_private_from_seed(app.phone_seed), store=store, cloud=cloud, doors=doors
-        )
-        yield Run(args, store, app, cloud, phone)
+    with _open_store(args) as store:
+        if login and store.login() is None:
+            raise NotLoggedInError(args.command, "log the phone in first")
+        app = _app_file(store, create=args.command == "login")
+        async with (
+            CloudClient(args.cloud, timeout=args.timeout) as cloud,
+            _doors(args, radio) as doors,
+        ):
+            phone = Phone(
+                key=ed25519_private_from_seed(app.phone_seed), store=store, cloud=cloud, doors=doors
+            )
+            yield Run(args, store, app, cloud, phone)
 
 
 @asynccontextmanager
