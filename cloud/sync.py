@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Final
 
 from sqlalchemy import event, select
@@ -244,6 +245,7 @@ def openable_doors(sql: Sql, person_id: str) -> list[tuple[str, str, str]]:
     return [(door_id, name, portfolio) for door_id, name, portfolio in rows]
 
 
+@lru_cache(maxsize=4096)
 def _entry(
     kind: CredentialKind,
     credential_id: str,
@@ -252,7 +254,10 @@ def _entry(
     status: CredentialStatus = CredentialStatus.ACTIVE,
     card_key: bytes = b"",
 ) -> bytes:
-    """The canonical encoding of one entry, with the grant's validity and schedule."""
+    """The canonical encoding of one entry, with the grant's validity and schedule.
+
+    Kept per arguments: every change recomputes a person's entries on every door they
+    open, and most are the same bytes each time."""
     if grant is None:
         return Credential(
             kind=kind, credential_id=bytes.fromhex(credential_id), status=status, card_key=card_key
@@ -414,7 +419,7 @@ def _bump(
         sql, door.id, door.list_version
     )
     door.list_version += 1
-    upserts = [Credential.from_encoded(e) for e in diff.values() if e is not None]
+    upserts = [_decoded(e) for e in diff.values() if e is not None]
     removals = [(kind, bytes.fromhex(cid)) for (kind, cid), e in diff.items() if e is None]
     new_list = base_list.with_changes(version=door.list_version, upserts=upserts, removals=removals)
     cache.keep_list(sql.session, door.id, new_list)
@@ -501,9 +506,15 @@ def _given(changes: list[Change], digest: bytes) -> Callable[[int], tuple[list[C
     return lambda _base: (changes, digest)
 
 
+@lru_cache(maxsize=4096)
+def _decoded(encoded: bytes) -> Credential:
+    """An entry's bytes as read back from ``door_entry`` (frozen, so shared safely)."""
+    return Credential.from_encoded(encoded)
+
+
 def _change(kind: int, credential_id: str, encoded: bytes | None) -> Change:
     if encoded is not None:
-        return Upsert(Credential.from_encoded(bytes(encoded)))
+        return Upsert(_decoded(bytes(encoded)))
     return Remove(CredentialKind(kind), bytes.fromhex(credential_id))
 
 
