@@ -108,10 +108,13 @@ def record_hello(
         raise WrongDoorError("the HELLO is from another door")
     if live or door.last_seen is None:  # a retained HELLO only fills in a door never seen
         door.battery_pct, door.list_age_s = hello.battery_pct, hello.list_age_s
-        door.key_epoch = hello.key_epoch
         if live:
             door.last_seen = datetime.fromtimestamp(cloud.now, UTC)
-    epoch = hello.key_epoch if live else max(hello.key_epoch, door.key_epoch)
+    # HELLO is unsigned: anyone on the broker could claim a door rotated. It may only show
+    # a door *behind* (its rotations are queued again: harmless if it is not); that a door
+    # rotated is learnt from its signed audit events (LockUploads._learn_key_epoch).
+    epoch = min(hello.key_epoch, door.key_epoch) if live else door.key_epoch
+    door.key_epoch = epoch
     rotations = queue_rotations(cloud.session, after=epoch, topic=rotation_topic)
     held = hello.list_version if live else max(hello.list_version, door.synced_version)
     base = _catch_up_base(door, held)

@@ -265,14 +265,16 @@ async def test_a_door_behind_on_key_epoch_gets_the_rotation_before_its_time_sync
 # --- the parts ---------------------------------------------------------------------------------
 
 
-def hello_of(world: MqttWorld, name: str, *, lock_time: int, challenge: bytes) -> bytes:
+def hello_of(
+    world: MqttWorld, name: str, *, lock_time: int, challenge: bytes, key_epoch: int = 0
+) -> bytes:
     hello = Hello(
         door_id=bytes.fromhex(world.door_id(name)),
         list_version=0,
         list_age_s=0,
         battery_pct=90,
         audit_head_seq=0,
-        key_epoch=0,
+        key_epoch=key_epoch,
         lock_time=lock_time,
         challenge=challenge,
         supported_versions=(1,),
@@ -310,6 +312,18 @@ async def test_record_hello_queues_a_time_sync_only_for_a_live_hello_whose_clock
     rows = time_rows(world, LOBBY)
     assert len(rows) == (expected or 0) and not any(retain for _, retain in rows)
     assert world.door_row(LOBBY).time_sync_seq == (expected or 0)
+
+
+@pytest.mark.parametrize("live", [True, False])
+async def test_an_unsigned_hello_cannot_make_a_door_look_rotated(
+    world: MqttWorld, live: bool
+) -> None:
+    """HELLO carries no signature: a forged one claiming a newer key epoch must not hide a
+    door from the doors that have not rotated (only signed audit events raise it)."""
+    payload = hello_of(world, LOBBY, lock_time=T0, challenge=BOUND, key_epoch=7)
+    with world.service() as cloud:
+        record_hello(cloud, world.door_id(LOBBY), payload, live=live)
+    assert world.door_row(LOBBY).key_epoch == 0
 
 
 def test_bridge_config_refuses_a_negative_time_sync_tolerance() -> None:
