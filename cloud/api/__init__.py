@@ -65,6 +65,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from protocol import ProtocolError
 
 from ..auth import ApiState
+from ..console import mount_console
 from ..db import create_schema, make_engine, session_factory
 from ..errors import CloudError
 from ..settings import CloudSettings
@@ -117,6 +118,7 @@ def create_app(
     app.add_exception_handler(Exception, internal_problem)
     for area in _AREAS:
         app.include_router(area.router, responses=PROBLEM_RESPONSES)
+    mount_console(app)  # the HTML console at /console (cloud.console); not in the spec
     return app
 
 
