@@ -337,7 +337,11 @@ async def _serve_all(
     import uvicorn
 
     _log_cloud_to_stderr()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    # Open console pages hold event streams: give them 5 s on Ctrl-C, then close them.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
     stop = asyncio.Event()
     backend = backend_from_url(settings.smtp_url, mail_from=settings.mail_from)
     sender = EmailSender(session_factory(engine), backend)
