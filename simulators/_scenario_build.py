@@ -26,9 +26,11 @@ from ._scenario_model import (
     HOURS_PER_DAY,
     Access,
     Activate,
+    BleLinkLoss,
     BrokerOutage,
     Building,
     ClockDrift,
+    CloudRestart,
     Deactivate,
     Door,
     Event,
@@ -69,10 +71,13 @@ _EVENT_KEYS: Final = {
     "phone_offline": (*_EVENT_COMMON, "person", "duration"),
     "power_cut": (*_DOOR_EVENT, "during_update", "duration"),
     "clock_drift": (*_DOOR_EVENT, "ppm", "step"),
+    "cloud_restart": (*_EVENT_COMMON, "duration"),
+    "ble_link_loss": (*_DOOR_EVENT, "duration"),
 }
 _ALL_EVENT_KEYS: Final = frozenset(key for keys in _EVENT_KEYS.values() for key in keys)
 _MAX_SEED: Final = 2**63 - 1
 _DEFAULT_POWER_CUT_S: Final = 60.0
+_DEFAULT_CLOUD_RESTART_S: Final = 30.0
 
 
 def _listing(names: Iterator[str] | list[str], limit: int = 8) -> str:
@@ -455,6 +460,19 @@ def _clock_drift(builder: _Builder, table: Table, at_s: float) -> Event:
     return ClockDrift(at_s=at_s, building=building, door=door, ppm=ppm, step_s=step_s)
 
 
+def _cloud_restart(builder: _Builder, table: Table, at_s: float) -> Event:
+    duration_s = table.duration("duration", _DEFAULT_CLOUD_RESTART_S)
+    builder.end_within(table, at_s, duration_s)
+    return CloudRestart(at_s=at_s, duration_s=duration_s)
+
+
+def _ble_link_loss(builder: _Builder, table: Table, at_s: float) -> Event:
+    building, door = builder.door_ref(table)
+    duration_s = table.duration("duration", MISSING)
+    builder.end_within(table, at_s, duration_s)
+    return BleLinkLoss(at_s=at_s, building=building, door=door, duration_s=duration_s)
+
+
 _EVENT_READERS: Final[dict[str, Callable[[_Builder, Table, float], Event]]] = {
     "activate": _activate,
     "deactivate": _deactivate,
@@ -463,6 +481,8 @@ _EVENT_READERS: Final[dict[str, Callable[[_Builder, Table, float], Event]]] = {
     "phone_offline": _phone_offline,
     "power_cut": _power_cut,
     "clock_drift": _clock_drift,
+    "cloud_restart": _cloud_restart,
+    "ble_link_loss": _ble_link_loss,
 }
 
 

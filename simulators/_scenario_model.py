@@ -21,9 +21,11 @@ from typing import ClassVar, Final
 __all__ = [
     "Access",
     "Activate",
+    "BleLinkLoss",
     "BrokerOutage",
     "Building",
     "ClockDrift",
+    "CloudRestart",
     "Deactivate",
     "Door",
     "Event",
@@ -240,7 +242,40 @@ class ClockDrift:
     step_s: float
 
 
-Event = Activate | Deactivate | LostCard | BrokerOutage | PhoneOffline | PowerCut | ClockDrift
+@dataclass(frozen=True, kw_only=True)
+class CloudRestart:
+    """The cloud process restarts at ``at_s`` and is away for ``duration_s``: what it held
+    in memory (bundle cache, unsent frames of its outbox drain) is lost; the database is not.
+    """
+
+    kind: ClassVar[str] = "cloud_restart"
+    at_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BleLinkLoss:
+    """From ``at_s`` for ``duration_s``, every phone's BLE link to one door drops in the
+    middle of a transfer (a bundle written to the lock, an audit batch read from it)."""
+
+    kind: ClassVar[str] = "ble_link_loss"
+    at_s: float
+    building: str
+    door: str
+    duration_s: float
+
+
+Event = (
+    Activate
+    | Deactivate
+    | LostCard
+    | BrokerOutage
+    | PhoneOffline
+    | PowerCut
+    | ClockDrift
+    | CloudRestart
+    | BleLinkLoss
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,6 +303,21 @@ class Scenario:
     @property
     def online_door_count(self) -> int:
         return sum(building.online_doors for building in self.buildings)
+
+    def starts_active(self, person: Person, card: str) -> bool:
+        """Whether ``card`` of ``person`` is active when the scenario starts.
+
+        The person's ``cards_active``, except for a card whose first event is an
+        ``activate``: that card waits, inactive, for its activation (a spare card, or a
+        new resident's card), so the event has something to do.
+        """
+        for event in self.events:
+            if isinstance(event, PersonEvent) and (event.person, event.card) == (
+                person.name,
+                card,
+            ):
+                return person.cards_active and not isinstance(event, Activate)
+        return person.cards_active
 
     def building(self, name: str) -> Building:
         """The building called ``name`` (KeyError if there is none)."""

@@ -32,10 +32,26 @@ defaults and tears them down again (DESIGN.md, "Simulation", live mode):
   returns the lock's decision. The card's key comes from the cloud's inventory, where the
   card factory recorded it.
 
+Live mode (:mod:`simulators.live`) builds its scenario's world with the same class, through
+hooks that default to the demo's behaviour:
+
+* ``seeder`` fills the database instead of :func:`cloud.seed.seed_demo` (a
+  :class:`~cloud.seed.SeedResult` whose door names key :attr:`Building.locks`);
+  ``provisioner`` makes each lock's runtime (its flash, its clock, its first list);
+  ``clocks`` gives the locks' clock and the wall clock the cloud, the bridge, the phones
+  and provisioning read; ``ble_door`` is the class of every BLE face.
+* ``BuildingConfig.ble_on_online_doors`` puts online doors on the radio too, so phones
+  open them as well; ``lock_config`` is every lock's :class:`ControllerConfig`.
+* Faults: :meth:`Building.stop_broker` / :meth:`Building.restart_broker` (the embedded
+  broker only: a shared Mosquitto is not ours to stop), :meth:`Building.stop_cloud` /
+  :meth:`Building.start_cloud` (the API comes back on its port, a new bridge drains the
+  outbox), :meth:`Building.stop_face` / :meth:`Building.start_face` (a lock's power) and
+  :meth:`Building.stop_ble` / :meth:`Building.start_ble` (its radio alone).
+
 Every await of start-up and teardown is bounded by ``BuildingConfig.timeout_s``; teardown
 runs in reverse order and goes on past a part that fails to stop. Randomness is
 ``os.urandom`` unless ``random`` is given; the clocks are the wall clock (the cloud) and
-the event loop's clock (the locks' timers).
+the event loop's clock (the locks' timers) unless ``clocks`` says otherwise.
 """
 
 from __future__ import annotations
@@ -45,9 +61,8 @@ import contextlib
 import logging
 import os
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -55,10 +70,9 @@ from typing import Any, Final, Literal
 
 import aiomqtt
 import httpx
-import uvicorn
+from bumble import hci
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import ASGIApp
 
 from cloud.api import create_app
 from cloud.db import create_schema, make_engine, session_factory
@@ -66,7 +80,7 @@ from cloud.email import EmailSender, LoggingBackend, OutgoingEmail
 from cloud.keys import current_key
 from cloud.models import Door, EmailOutbox, Keycard, Person
 from cloud.mqtt_bridge import BridgeConfig, MqttBridge
-from cloud.seed import SeedResult, seed_demo
+from cloud.seed import DoorKeys, SeedResult, seed_demo
 from cloud.settings import CloudSettings
 from controller.ble_door import BleDoor
 from controller.config import ControllerConfig
@@ -81,18 +95,23 @@ from phone_bridge.bleak_bumble import bumble_backends
 from phone_bridge.cloud_client import CloudClient
 from phone_bridge.phone import BleakDoors, Phone
 from phone_bridge.store import PhoneStore
+from phone_bridge.visit import VisitConfig
 from protocol import Reason
 from protocol.crypto import ed25519_private_from_seed
 from protocol.keycard import card_response
 from protocol.transport import TOPIC_PREFIX, door_topic
+
+from .api_server import ApiServer, ApiServerError
 
 __all__ = [
     "BrokerUnreachableError",
     "Building",
     "BuildingConfig",
     "BuildingError",
+    "Clocks",
     "Lock",
-    "served",
+    "Provisioner",
+    "Seeder",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +123,23 @@ EXTRA_DOORS_MANAGER: Final = "Maya Chen"
 _RETAINED_LEAVES: Final = ("hello", "bundle", "status")
 _FAST_RECONNECT: Final = Backoff(initial=0.05, cap=1.0)
 _POLL_S: Final = 0.002
+
+
+Seeder = Callable[[Session, Callable[[int], bytes], DoorKeys], SeedResult]
+"""Fills the empty cloud database (session, random, door keys) and says what it made:
+:func:`cloud.seed.seed_demo` by default; live mode seeds a scenario's world."""
+Provisioner = Callable[["Building", str, LockIdentity], LockRuntime]
+"""Makes the runtime of one lock (building, lock name, identity) before its face starts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clocks:
+    """The clocks every part reads: the locks' (seconds, monotonic) and the wall's (unix)."""
+
+    lock: Callable[[], float] | None = None
+    """None: the event loop's clock."""
+    wall: Callable[[], int] = field(default=lambda: int(time.time()))
+    """The cloud's, the MQTT bridge's and the phones' clock; a lock is provisioned with it."""
 
 
 class BuildingError(Exception):
@@ -133,6 +169,10 @@ class BuildingConfig:
     advertising_interval_ms: float = 20.0
     workdir: Path | None = None
     """Where the SQLite file and the phones' stores go (default: a new temporary dir)."""
+    lock_config: ControllerConfig = field(default_factory=ControllerConfig)
+    """Every lock's configuration (caps, timers)."""
+    ble_on_online_doors: bool = False
+    """Online doors also serve BLE on the radio (phones can open them too)."""
 
     def __post_init__(self) -> None:
         if self.mqtt_url is not None:
@@ -155,6 +195,9 @@ class Lock:
     """None while the lock is unpowered."""
     task: asyncio.Task[None] | None = None
     """An online door's ``run()``."""
+    ble: BleDoor | None = None
+    """The lock's BLE face: an offline door's only one; an online door's second face if
+    ``BuildingConfig.ble_on_online_doors`` (None while the lock or its radio is off)."""
     actions: list[Action] = field(default_factory=list)
     """Local actions an online door handed out (challenges, decisions) since the last tap."""
 
@@ -172,31 +215,6 @@ class Lock:
         return self.runtime.handle(event)
 
 
-# --- the HTTP API in a thread -------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def served(app: ASGIApp, *, timeout_s: float = 10.0) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 at a free port in a thread; yield its URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="doorsim-api", daemon=True)
-    thread.start()
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not server.started:
-                if not thread.is_alive():
-                    raise BuildingError("the cloud API (uvicorn) stopped before it served")
-                await asyncio.sleep(_POLL_S)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, timeout_s)
-
-
 # --- the building ---------------------------------------------------------------------------
 
 
@@ -204,10 +222,18 @@ class Building:
     """The live building (see the module docstring). Use ``async with Building(config)``."""
 
     def __init__(
-        self, config: BuildingConfig | None = None, *, random: Callable[[int], bytes] = os.urandom
+        self,
+        config: BuildingConfig | None = None,
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+        seeder: Seeder | None = None,
+        clocks: Clocks | None = None,
+        provisioner: Provisioner | None = None,
+        ble_door: type[BleDoor] = BleDoor,
     ) -> None:
         self.config = config or BuildingConfig()
         self.random = random
+        self.clocks = clocks or Clocks()
         self.locks: dict[str, Lock] = {}
         """Door name → its lock."""
         self.seed = SeedResult()
@@ -217,6 +243,9 @@ class Building:
         self.link = RadioLink()
         self.bridge: MqttBridge | None = None
         self.http: httpx.AsyncClient | None = None
+        self._seeder: Seeder = seeder or (lambda s, r, k: seed_demo(s, r, door_keys=k))
+        self._provisioner = provisioner
+        self._ble_door = ble_door
         self._label = random(6).hex()
         self._stack = contextlib.AsyncExitStack()
         self._engine: Engine | None = None
@@ -224,6 +253,17 @@ class Building:
         self._cloud_public = b""
         self._phones = 0
         self._dir = Path()
+        self._embedded: EmbeddedBroker | None = None
+        self._api: ApiServer | None = None
+        self._bridge_task: asyncio.Task[None] | None = None
+
+    @property
+    def cloud_public(self) -> bytes:
+        """The cloud's signing key (epoch 0) that locks are provisioned with."""
+        return self._cloud_public
+
+    def _lock_clock(self) -> Callable[[], float]:
+        return self.clocks.lock or asyncio.get_running_loop().time
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -279,7 +319,8 @@ class Building:
         url = self.config.mqtt_url
         if url is None:
             broker: EmbeddedBroker = await self._bounded("amqtt", start_embedded_broker())
-            self._stack.push_async_callback(self._quietly, "stop amqtt", broker.stop)
+            self._embedded = broker
+            self._stack.push_async_callback(self._quietly, "stop amqtt", self.stop_broker)
             self.broker_kind, self.broker_url = "embedded amqtt", broker.url
             return
         host, port = parse_mqtt_url(url)
@@ -287,6 +328,28 @@ class Building:
             raise BrokerUnreachableError(f"MQTT broker {url} is not reachable")
         self.broker_kind, self.broker_url = "mosquitto", f"mqtt://{host}:{port}"
         self._stack.push_async_callback(self._quietly, "clean the broker", self._clean_broker)
+
+    @property
+    def broker_running(self) -> bool:
+        """False between :meth:`stop_broker` and :meth:`restart_broker`."""
+        return self.broker_kind == "mosquitto" or self._embedded is not None
+
+    async def stop_broker(self) -> None:
+        """Stop the embedded broker (a broker outage: every session and retained message
+        goes, as in a restart without persistence). A shared Mosquitto is not ours to stop:
+        :class:`BuildingError`."""
+        if self.broker_kind == "mosquitto":
+            raise BuildingError("the building does not own the Mosquitto broker; cannot stop it")
+        broker, self._embedded = self._embedded, None
+        if broker is not None:
+            await broker.stop()
+
+    async def restart_broker(self) -> None:
+        """Start the embedded broker again on its old port (after :meth:`stop_broker`)."""
+        if self._embedded is not None or self.broker_kind == "mosquitto":
+            return
+        _, port = self._broker
+        self._embedded = await self._bounded("amqtt restart", start_embedded_broker(port))
 
     @property
     def _broker(self) -> tuple[str, int]:
@@ -321,7 +384,7 @@ class Building:
         self._stack.callback(engine.dispose)
         create_schema(engine)
         with session_factory(engine).begin() as session:
-            self.seed = seed_demo(session, self.random, door_keys=self._door_keys)
+            self.seed = self._seeder(session, self.random, self._door_keys)
             self._cloud_public = current_key(session).public
 
     def _door_keys(self, door_id: str) -> tuple[bytes, bytes, bytes]:
@@ -345,19 +408,41 @@ class Building:
     async def _serve_api(self) -> None:
         engine = self._engine
         assert engine is not None
-        settings = CloudSettings(database_url=str(engine.url), random=self.random)
-        app = create_app(settings, engine=engine, on_outbox=self._notify)
-        self.base_url = await self._stack.enter_async_context(
-            served(app, timeout_s=self.config.timeout_s)
+        settings = CloudSettings(
+            database_url=str(engine.url), random=self.random, clock=self.clocks.wall
         )
+        app = create_app(settings, engine=engine, on_outbox=self._notify)
+        self._api = ApiServer(app, timeout_s=self.config.timeout_s)
+        self._stack.push_async_callback(self._quietly, "stop the cloud API", self._api.stop)
+        try:
+            self.base_url = await self._api.start()
+        except ApiServerError as exc:
+            raise BuildingError(str(exc)) from exc
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=self.config.timeout_s)
         self._stack.push_async_callback(self._quietly, "close the API client", self.http.aclose)
+
+    async def stop_cloud(self) -> None:
+        """Stop the cloud: its HTTP API (same port later) and its MQTT bridge."""
+        if self._api is not None:
+            await self._api.stop()
+        bridge, task = self.bridge, self._bridge_task
+        self.bridge, self._bridge_task = None, None
+        if bridge is not None and task is not None:
+            await self._stop_task("the MQTT bridge", bridge.stop, task)
+
+    async def start_cloud(self) -> None:
+        """Start the cloud again after :meth:`stop_cloud`: the API on its old port, a new
+        bridge (it drains the outbox the stopped one left)."""
+        if self._api is not None and not self._api.running:
+            await self._api.start()
+        if self.bridge is None:
+            await self._start_bridge(teardown=False)
 
     def _notify(self) -> None:
         if self.bridge is not None:
             self.bridge.notify()
 
-    async def _start_bridge(self) -> None:
+    async def _start_bridge(self, *, teardown: bool = True) -> None:
         engine = self._engine
         assert engine is not None
         host, port = self._broker
@@ -372,15 +457,21 @@ class Building:
             session_factory(engine),
             host=host,
             port=port,
-            clock=lambda: int(time.time()),
+            clock=self.clocks.wall,
             random=self.random,
             config=config,
             client_id=f"doorsim-cloud-{self._label}",
         )
         task = asyncio.create_task(bridge.run(), name="doorsim mqtt bridge")
-        self.bridge = bridge
-        self._stack.push_async_callback(self._stop_task, "the MQTT bridge", bridge.stop, task)
+        self.bridge, self._bridge_task = bridge, task
+        if teardown:
+            self._stack.push_async_callback(self._stop_bridge)
         await self._bounded(f"the MQTT bridge at {self.broker_url}", bridge.ready.wait())
+
+    async def _stop_bridge(self) -> None:
+        bridge, task = self.bridge, self._bridge_task
+        if bridge is not None and task is not None:
+            await self._stop_task("the MQTT bridge", bridge.stop, task)
 
     def _start_email_sender(self) -> None:
         sender = EmailSender(self.sessions, LoggingBackend(), poll_interval_s=0.05)
@@ -435,21 +526,71 @@ class Building:
     async def _start_locks(self) -> None:
         with self.sessions() as session:
             doors = {d.id: (d.name, d.online, d.property_id) for d in session.scalars(select(Door))}
-        for door_id, (name, online, property_id) in sorted(doors.items(), key=lambda d: d[1][0]):
+        names = {door_id: name for name, door_id in self.seed.doors.items()}
+        for door_id, (cloud_name, online, property_id) in sorted(
+            doors.items(), key=lambda d: names.get(d[0], d[1][0])
+        ):
+            name = names.get(door_id, cloud_name)
             identity = replace(self._identities[door_id], property_id=bytes.fromhex(property_id))
-            runtime = LockRuntime.provision(
-                Flash(MemoryMedium()),
-                identity,
-                self._cloud_public,
-                config=ControllerConfig(),
-                clock=asyncio.get_running_loop().time,
-                wall_time=int(time.time()),
-                random=self.random,
-            )
+            runtime = self._provision(name, identity)
             lock = Lock(name, door_id, online, runtime)
             self.locks[name] = lock
+            self._stack.push_async_callback(self.stop_face, lock)
             if name not in self.config.unpowered_doors:
-                await (self._start_mqtt_door(lock) if online else self._start_ble_door(lock))
+                await self.start_face(lock)
+
+    def _provision(self, name: str, identity: LockIdentity) -> LockRuntime:
+        if self._provisioner is not None:
+            return self._provisioner(self, name, identity)
+        return LockRuntime.provision(
+            Flash(MemoryMedium()),
+            identity,
+            self._cloud_public,
+            config=self.config.lock_config,
+            clock=self._lock_clock(),
+            wall_time=self.clocks.wall(),
+            random=self.random,
+        )
+
+    async def start_face(self, lock: Lock) -> None:
+        """Serve ``lock.runtime`` on MQTT or on the radio (power on, or back after a cut)."""
+        if lock.online:
+            await self._start_mqtt_door(lock)
+        if not lock.online or self.config.ble_on_online_doors:
+            await self.start_ble(lock)
+
+    async def stop_face(self, lock: Lock) -> None:
+        """Take the lock off MQTT and the radio (power off); its runtime stays as it was."""
+        face, task = lock.face, lock.task
+        lock.face, lock.task = None, None
+        if isinstance(face, MqttDoor) and task is not None:
+            await self._stop_task(f"door {lock.name}", face.stop, task)
+        await self.stop_ble(lock)
+
+    async def start_ble(self, lock: Lock) -> None:
+        """Put the lock's BLE face on the radio (again)."""
+        door = self._ble_door.on_link(
+            lock.runtime, self.link, advertising_interval_ms=self.config.advertising_interval_ms
+        )
+        lock.ble = door
+        if not lock.online:
+            lock.face = door
+        await self._bounded(f"door {lock.name} on the radio", door.start())
+
+    async def stop_ble(self, lock: Lock) -> None:
+        """Take the lock's BLE face off the radio (its link is lost; the lock runs on)."""
+        door, lock.ble = lock.ble, None
+        if lock.face is door:
+            lock.face = None
+        if door is not None:
+            await self._quietly(f"stop door {lock.name} on the radio", door.stop)
+            self._off_the_air(door.address)
+
+    def _off_the_air(self, address: hci.Address) -> None:
+        """Take the radio of a stopped door off the link, so a new one can use its address."""
+        for controller in list(self.link.controllers):
+            if address in (controller.random_address, controller.public_address):
+                self.link.remove_controller(controller)
 
     async def _start_mqtt_door(self, lock: Lock) -> None:
         host, port = self._broker
@@ -463,16 +604,8 @@ class Building:
             key_rotation_topic=self.key_rotation_topic,
         )
         lock.face, lock.task = door, asyncio.create_task(door.run(), name=f"door {lock.name}")
-        self._stack.push_async_callback(self._stop_task, f"door {lock.name}", door.stop, lock.task)
-        await self._bounded(f"door {lock.name} on MQTT", door.connected.wait())
-
-    async def _start_ble_door(self, lock: Lock) -> None:
-        door = BleDoor.on_link(
-            lock.runtime, self.link, advertising_interval_ms=self.config.advertising_interval_ms
-        )
-        lock.face = door
-        self._stack.push_async_callback(self._quietly, f"stop door {lock.name}", door.stop)
-        await self._bounded(f"door {lock.name} on the radio", door.start())
+        if self.broker_running:
+            await self._bounded(f"door {lock.name} on MQTT", door.connected.wait())
 
     # --- what the story uses -----------------------------------------------------------------
 
@@ -498,18 +631,31 @@ class Building:
         self, method: str, path: str, who: str, json: dict[str, Any] | None = None
     ) -> httpx.Response:
         """Call the cloud API over TCP as ``who`` (a manager's or resident's bearer token)."""
+        return await self.request(method, path, self.token(who), json)
+
+    async def request(
+        self, method: str, path: str, token: str, json: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """Call the cloud API over TCP with bearer ``token``."""
         if self.http is None:
             raise BuildingError("the building is not running")
-        headers = {"Authorization": f"Bearer {self.token(who)}"}
+        headers = {"Authorization": f"Bearer {token}"}
         return await self.http.request(method, path, headers=headers, json=json)
 
-    async def phone(self, who: str) -> Phone:
-        """``who``'s phone: a new radio on the link, a store file, a cloud client."""
+    async def phone(
+        self,
+        who: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        config: VisitConfig | None = None,
+    ) -> Phone:
+        """``who``'s phone: a new radio on the link, a store file, a cloud client (over
+        ``transport`` if given, e.g. one that can lose signal), the building's wall clock."""
         self._phones += 1
         radio = device_on_link(self.link, f"{who}'s phone", f"F0:00:00:00:02:{self._phones:02X}")
         await self._bounded(f"{who}'s phone radio", radio.power_on())
         self._stack.push_async_callback(self._quietly, f"{who}'s radio off", radio.power_off)
-        cloud = CloudClient(self.base_url, timeout=self.config.timeout_s)
+        cloud = CloudClient(self.base_url, timeout=self.config.timeout_s, transport=transport)
         self._stack.push_async_callback(self._quietly, f"{who}'s cloud client", cloud.aclose)
         scanner_kwargs, client_kwargs = bumble_backends(radio)
         store = PhoneStore(self._dir / f"phone-{self._phones}.sqlite")
@@ -523,6 +669,8 @@ class Building:
                 scan_timeout_s=self.config.scan_timeout_s,
                 client_timeout_s=self.config.timeout_s,
             ),
+            config=config,
+            wall_time=self.clocks.wall,
         )
 
     async def tap(self, door: str, card: str) -> Reason:

@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 from simulators._scenario_lines import index_lines
 from simulators.scenario import (
     Activate,
+    BleLinkLoss,
     BrokerOutage,
     ClockDrift,
+    CloudRestart,
     LostCard,
     PhoneOffline,
     PowerCut,
@@ -51,7 +53,7 @@ PROPERTY = settings(
 def test_there_is_an_example_per_feature() -> None:
     names = {path.stem for path in EXAMPLES}
     kinds = {"activate", "deactivate", "lost_card", "broker_outage", "phone_offline"}
-    kinds |= {"power_cut", "clock_drift"}
+    kinds |= {"power_cut", "clock_drift", "cloud_restart", "ble_link_loss"}
     assert {"small_building", "portfolio", "traffic", "large_fast"} <= names
     assert {f"event_{kind}" for kind in kinds} <= names
 
@@ -161,6 +163,26 @@ def test_events_are_typed_and_in_time_order() -> None:
     activate = next(event for event in scenario.events if isinstance(event, Activate))
     assert activate.by is None and activate.card == "card-3"
     assert scenario.door_count >= 3_000 and scenario.duration_s == 7 * 86_400
+
+
+def test_cloud_restart_and_ble_link_loss_are_typed() -> None:
+    restart = load_scenario(SCENARIOS / "event_cloud_restart.toml").events[1]
+    assert restart == CloudRestart(at_s=7 * 3_600, duration_s=60.0)
+    loss = load_scenario(SCENARIOS / "event_ble_link_loss.toml").events[1]
+    assert loss == BleLinkLoss(
+        at_s=9 * 3_600, building="Harbor Tower", door="Tower basement", duration_s=14_400.0
+    )
+    default = parse_scenario(HEAD + '[[events]]\nat = "1h"\nkind = "cloud_restart"\n')
+    assert default.events == (CloudRestart(at_s=3_600.0, duration_s=30.0),)
+
+
+def test_a_card_whose_first_event_activates_it_starts_inactive() -> None:
+    scenario = load_scenario(SCENARIOS / "event_activate.toml")
+    ana, ben = scenario.people
+    assert scenario.starts_active(ana, "card-1") and not scenario.starts_active(ana, "card-2")
+    assert not scenario.starts_active(ben, "card-6")
+    deactivated = load_scenario(SCENARIOS / "event_deactivate.toml")
+    assert deactivated.starts_active(deactivated.people[1], "card-6")
 
 
 def test_check_main_reports_each_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -357,6 +379,30 @@ INVALID: list[tuple[str, str, str]] = [
         HEAD
         + '[[events]]\nat = 0\nkind = "clock_drift"  # <-\nbuilding = "Tower"\ndoor = "Entrance"\n',
         'needs "ppm" (a rate) or "step" (a jump)',
+    ),
+    (
+        "ble link loss without a duration",
+        HEAD
+        + '[[events]]  # <-\nat = 0\nkind = "ble_link_loss"\nbuilding = "Tower"\n'
+        + 'door = "Entrance"\n',
+        'an event of kind "ble_link_loss" needs "duration"',
+    ),
+    (
+        "ble link loss at a door group",
+        HEAD
+        + '[[events]]\nat = 0\nkind = "ble_link_loss"\nbuilding = "Tower"\n'
+        + 'door = "Apartment"  # <-\nduration = "1h"\n',
+        'is a group of 3 doors; name one, e.g. "Apartment 1"',
+    ),
+    (
+        "cloud restart past the end",
+        HEAD + '[[events]]\nat = "23h"\nkind = "cloud_restart"\nduration = "2h"  # <-\n',
+        "past the end of the scenario",
+    ),
+    (
+        "cloud restart of another kind's key",
+        HEAD + '[[events]]\nat = 0\nkind = "cloud_restart"\nperson = "Ana"  # <-\n',
+        'unknown key "person" in an event of kind "cloud_restart"',
     ),
     ("syntax error", HEAD + 'seed = "unterminated  # <-\n', "invalid TOML"),
     ("duplicate key", HEAD + '[[people]]\nname = "Ben"\nname = "Bob"  # <-\n', "invalid TOML"),

@@ -8,6 +8,12 @@ sync engine) together through those models and drives residents' traffic and
 scripted changes; :mod:`.report` turns what happened into the key figures and their
 canonical JSON. No asyncio, no sockets, no wall clock: the same config and seed
 give the same report, byte for byte.
+
+:func:`run_scenario` (:mod:`.scenario_run`) runs a scenario file instead: its world
+(:mod:`.scenario_setup`, every lock on its own flash), its openings
+(:func:`simulators.traffic.openings`, the list live mode replays too), its changes and
+faults (:mod:`.scenario_faults`) and phone visits (:mod:`.scenario_visit`), and fills the
+shared :class:`simulators.outcome.RunOutcome`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from .building import RESIDENTIAL, BuildingConfig, ScriptedChange
 from .clock import Scheduler
 from .net import BleModel, MqttModel
 from .report import canonical_json
+from .scenario_run import ScenarioRun, run_scenario
 from .world import FastWorld, run_fast
 
 __all__ = [
@@ -24,8 +31,10 @@ __all__ = [
     "BuildingConfig",
     "FastWorld",
     "MqttModel",
+    "ScenarioRun",
     "Scheduler",
     "ScriptedChange",
     "canonical_json",
     "run_fast",
+    "run_scenario",
 ]
