@@ -150,6 +150,8 @@ def authenticate(service: CloudService, token: str) -> Caller:
     row = service.session.get(Token, token_hash(token)) if len(token) <= MAX_TOKEN_CHARS else None
     if row is None:
         raise UnauthenticatedError("this bearer token is not known; sign in again for a new one")
+    if row.expires_at is not None and row.expires_at <= service.now:
+        raise UnauthenticatedError("this sign-in has expired; sign in again for a new token")
     if row.role == "manager" and service.session.get(Manager, row.subject_id) is not None:
         return Caller("manager", row.subject_id)
     if row.role == "resident" and service.session.get(Person, row.subject_id) is not None:
@@ -196,8 +198,13 @@ def require(*roles: Role) -> Callable[[Caller], Caller]:
     return check
 
 
-def issue_token(service: CloudService, role: Role, subject_id: str) -> str:
-    """A new bearer token for ``subject_id``; only its SHA-256 is stored."""
+def issue_token(
+    service: CloudService, role: Role, subject_id: str, *, expires_at: int | None = None
+) -> str:
+    """A new bearer token for ``subject_id``, good until ``expires_at`` (unix seconds;
+    None: until deleted); only its SHA-256 is stored."""
     token = service.random(24).hex()
-    service.session.add(Token(token_hash=token_hash(token), role=role, subject_id=subject_id))
+    service.session.add(
+        Token(token_hash=token_hash(token), role=role, subject_id=subject_id, expires_at=expires_at)
+    )
     return token

@@ -211,6 +211,8 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[str] = mapped_column(Id, index=True)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Unix seconds from which the token signs no one in; None: until it is deleted."""
 
 
 class CloudKey(Base):

@@ -419,6 +419,16 @@ def test_resident_invites_an_app_guest_who_can_log_a_phone_in(api: Api) -> None:
     )
 
 
+def test_a_guest_token_stops_signing_in_when_the_guest_window_ends(api: Api) -> None:
+    body = ok(api.post("/v1/me/guests", ANA, json=guest_body(api, "Tower lobby")), 201)
+    api.tokens["guest"] = body["token"]
+    ok(api.get("/v1/me", "guest"))
+    api.world.now += DAY - 1
+    ok(api.get("/v1/me", "guest"))
+    api.world.now += 1
+    assert "expired" in refused(api.get("/v1/me", "guest"), 401)
+
+
 @pytest.mark.parametrize(
     ("start", "length", "reason"),
     [

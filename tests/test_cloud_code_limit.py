@@ -171,7 +171,7 @@ def test_a_database_at_0001_gains_the_code_attempt_table(database_url: str) -> N
     try:
         assert migrate(engine=engine, revision="0001") == "0001"
         assert "code_attempt" not in inspect(engine).get_table_names()
-        assert migrate(engine=engine) == head_revision() == "0003"
+        assert migrate(engine=engine) == head_revision() == "0004"
         assert schema_differences(engine) == []
     finally:
         engine.dispose()

@@ -56,7 +56,7 @@ def world(database_url: str) -> Iterator[CloudWorld]:
 def test_migrating_an_empty_database_gives_exactly_the_models_schema(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        assert migrate(engine=engine) == head_revision() == "0003"
+        assert migrate(engine=engine) == head_revision() == "0004"
         assert schema_differences(engine) == []
         assert migrate(engine=engine) == head_revision()  # again: nothing to do
         config = alembic_config()
@@ -94,7 +94,7 @@ def test_cli_migrate_then_seed_demo_prints_tokens_and_card_codes(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, _ = run(capsys, "migrate", "--database", database_url)
-    assert status == 0 and "revision 0003 (head)" in out
+    assert status == 0 and "revision 0004 (head)" in out
     status, out, _ = run(capsys, "seed-demo", "--database", database_url)
     assert status == 0
     seeded = json.loads(out)

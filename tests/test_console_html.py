@@ -153,6 +153,15 @@ def test_sign_out_ends_the_session_everywhere(url: str, maya: httpx.Client) -> N
         assert other.get("/console/people").status_code == 303  # to the sign-in page
 
 
+def test_a_session_ends_on_the_server_when_its_cookie_would(
+    maya: httpx.Client, cw: ConsoleWorld
+) -> None:
+    """A stolen cookie replayed after its lifetime signs no one in (the server checks)."""
+    assert maya.get("/console/people").status_code == 200
+    cw.world.now += 12 * 3600
+    assert maya.get("/console/people").status_code == 303  # to the sign-in page
+
+
 def test_sign_out_needs_the_csrf_token(maya: httpx.Client) -> None:
     answer = maya.post("/console/sign-out", data={"csrf": "0" * 64})
     assert answer.status_code == 403

@@ -60,7 +60,7 @@ def _guest(
     )
     return GuestOut(
         person=person_out(service, guest),
-        token=issue_token(service, "resident", guest.id),
+        token=issue_token(service, "resident", guest.id, expires_at=body.valid_until),
         valid_from=body.valid_from,
         valid_until=body.valid_until,
         doors=Names(service).refs(sorted(set(body.door_ids))),

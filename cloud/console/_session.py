@@ -144,14 +144,16 @@ def check_csrf(user: ConsoleUser, sent: str | None) -> None:
         raise CsrfError("this form has expired or did not come from the console; reload the page")
 
 
-def start_session(service: CloudService, access_token: str) -> tuple[Caller, str]:
-    """Check the access token and issue a console session token for its holder."""
+def start_session(service: CloudService, access_token: str, *, lasts_s: int) -> tuple[Caller, str]:
+    """Check the access token and issue a console session token for its holder, good for
+    ``lasts_s`` seconds (the cookie's lifetime: the server refuses it after that too)."""
     caller = authenticate(service, access_token)
     if caller.role == "phone":
         raise PhoneTokenError(
             "a phone's token cannot sign in to the console; use your manager or resident token"
         )
-    return caller, issue_token(service, caller.role, caller.subject_id)
+    expires_at = service.now + lasts_s
+    return caller, issue_token(service, caller.role, caller.subject_id, expires_at=expires_at)
 
 
 def end_session(service: CloudService, token: str) -> None:

@@ -29,7 +29,7 @@ from ._session import (
     set_session_cookie,
     start_session,
 )
-from ._web import FormError, base_path, field, read_form, render, transaction
+from ._web import FormError, base_path, config_of, field, read_form, render, transaction
 
 __all__ = ["router"]
 
@@ -84,7 +84,8 @@ async def sign_in(request: Request) -> Response:
 def _start(request: Request, token: str, next_path: str) -> Response:
     try:
         with transaction(request) as service:
-            caller, session = start_session(service, token)
+            lasts_s = config_of(request).session_max_age_s
+            caller, session = start_session(service, token, lasts_s=lasts_s)
     except PhoneTokenError as exc:
         return _sign_in_form(request, next_path, exc)
     except UnauthenticatedError:

@@ -1,0 +1,30 @@
+"""Bearer tokens may expire (``token.expires_at``): console sessions, app guests.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-27 18:20:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Upgrade the schema."""
+    with op.batch_alter_table("token", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("expires_at", sa.BigInteger(), nullable=True))
+
+
+def downgrade() -> None:
+    """Downgrade the schema."""
+    with op.batch_alter_table("token", schema=None) as batch_op:
+        batch_op.drop_column("expires_at")
