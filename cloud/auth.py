@@ -49,6 +49,7 @@ __all__ = [
     "api_state",
     "authenticate",
     "issue_token",
+    "open_read_service",
     "open_service",
     "require",
 ]
@@ -78,6 +79,8 @@ class ApiState:
 
     settings: CloudSettings
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
+    """For requests that only read (:func:`cloud.db.read_only_sessions`)."""
     cache: BundleCache = field(default_factory=BundleCache)
     on_outbox: Callable[[], None] | None = None
     """Called after a request's commit queued MQTT frames: the MQTT bridge's ``notify``."""
@@ -119,8 +122,17 @@ def open_service(request: Request) -> Iterator[CloudService]:
     Committed when the operation returns or raises an error marked
     ``commit_before_raise``; otherwise closing the session rolls it back.
     """
-    state = api_state(request)
-    with state.sessions() as session:
+    yield from _service(api_state(request), read_only=False)
+
+
+def open_read_service(request: Request) -> Iterator[CloudService]:
+    """:func:`open_service` for a request that writes nothing
+    (:func:`cloud.db.read_only_sessions`)."""
+    yield from _service(api_state(request), read_only=True)
+
+
+def _service(state: ApiState, *, read_only: bool) -> Iterator[CloudService]:
+    with (state.read_sessions if read_only else state.sessions)() as session:
         session.begin()
         try:
             yield CloudService(session, state.settings.clock(), state.settings.random, state.cache)

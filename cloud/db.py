@@ -11,7 +11,7 @@ created by :func:`create_schema` (tests, demo) or by Alembic migrations
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,7 @@ __all__ = [
     "create_schema",
     "database_url",
     "make_engine",
+    "read_only_sessions",
     "session_factory",
 ]
 
@@ -61,6 +62,10 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY: Final = "latchsim_read_only"
+"""Execution option of :func:`read_only_sessions`: their SQLite transactions begin deferred."""
+
+
 def _begin_immediate(connection: Any) -> None:
     """Start every SQLite transaction holding the write lock (``BEGIN IMMEDIATE``).
 
@@ -72,7 +77,8 @@ def _begin_immediate(connection: Any) -> None:
     (Sent straight to the driver: through ``exec_driver_sql`` it cost more than the rest
     of a keycard change's statements together.)
     """
-    connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def create_schema(engine: Engine) -> None:
@@ -83,3 +89,14 @@ def create_schema(engine: Engine) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that do not expire objects on commit (we return them after commit)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_only_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for transactions that only read (a console page's live refresh, say).
+
+    On SQLite they begin deferred instead of ``IMMEDIATE``: in WAL mode a reader neither
+    waits for the write lock nor holds it, so a page polling every second does not queue
+    behind, or hold up, the changes it shows. A write in one may fail at once with
+    "database is locked": do not write in them.
+    """
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -66,7 +66,7 @@ from protocol import ProtocolError
 
 from ..auth import ApiState
 from ..console import mount_console
-from ..db import create_schema, make_engine, session_factory
+from ..db import create_schema, make_engine, read_only_sessions, session_factory
 from ..errors import CloudError
 from ..settings import CloudSettings
 from . import _doors, _guests, _people, _phones, _uploads
@@ -109,7 +109,9 @@ def create_app(
         summary="Keycards, doors, guests and sync for a portfolio of smart locks.",
         description=__doc__,
     )
-    app.state.cloud = ApiState(settings, session_factory(engine), on_outbox=on_outbox)
+    app.state.cloud = ApiState(
+        settings, session_factory(engine), read_only_sessions(engine), on_outbox=on_outbox
+    )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(CloudError, cloud_problem)
     app.add_exception_handler(ProtocolError, protocol_problem)

@@ -30,7 +30,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from ..auth import open_service
+from ..auth import open_read_service, open_service
 from ..errors import InvalidInputError
 from ..service import CloudService
 
@@ -147,9 +147,10 @@ def render(
 
 
 @contextmanager
-def transaction(request: Request) -> Iterator[CloudService]:
-    """One transaction of the cloud for this request (see the module docstring)."""
-    with contextmanager(open_service)(request) as service:
+def transaction(request: Request, *, read_only: bool = False) -> Iterator[CloudService]:
+    """One transaction of the cloud for this request (see the module docstring);
+    ``read_only`` for one that writes nothing (:func:`cloud.db.read_only_sessions`)."""
+    with contextmanager(open_read_service if read_only else open_service)(request) as service:
         yield service
 
 
