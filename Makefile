@@ -28,7 +28,7 @@ vectors: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy protocol infra controller phone_bridge simulators bench scripts
+	$(BIN)/mypy protocol infra controller phone_bridge conformance simulators bench scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

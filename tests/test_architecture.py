@@ -31,13 +31,23 @@ FORBIDDEN_IN_PROTOCOL = {
     "sqlite3",
     "datetime",
 }
-OURS = {"protocol", "infra", "controller", "phone_bridge", "cloud", "simulators", "bench"}
+OURS = {
+    "protocol",
+    "infra",
+    "controller",
+    "phone_bridge",
+    "cloud",
+    "conformance",
+    "simulators",
+    "bench",
+}
 ALLOWED = {
     "protocol": set(),
     "infra": set(),
     "controller": {"protocol", "infra"},
     "phone_bridge": {"protocol", "infra"},
     "cloud": {"protocol", "infra"},
+    "conformance": {"protocol", "infra", "controller", "phone_bridge"},
 }
 
 

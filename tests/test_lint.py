@@ -42,6 +42,7 @@ def test_mypy_strict_reports_nothing() -> None:
             "infra",
             "controller",
             "phone_bridge",
+            "conformance",
             "simulators",
             "bench",
             "scripts",

@@ -1,0 +1,1 @@
+"""Example adapter programs for ``lock-conformance --adapter process``."""
