@@ -561,7 +561,7 @@ class Controller:
         if ack.door_id != self.door_id:
             raise WrongDoorError("audit ack is for another door")
         if ack.up_to_seq >= self.state.audit.next_seq:
-            raise _NotAccepted(f"audit ack covers seq {ack.up_to_seq}, beyond the newest event")
+            return  # §6.5: an authentic ack above the audit head is ignored (no error)
         self._record(AuditReleased(ack.up_to_seq))
         self._report_lost(self.lock_time(now))
         self._send_audit(channel)
