@@ -255,6 +255,8 @@ class EmailOutbox(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(String(200))
     recipient: Mapped[str] = mapped_column(String(320))
+    person_id: Mapped[str | None] = mapped_column(ForeignKey("person.id"), index=True)
+    """Whom it tells of a change (None: an email about no one in particular)."""
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -77,6 +77,7 @@ from .lock_uploads import LockUploads
 from .models import (
     Door,
     DoorEntry,
+    EmailOutbox,
     Grant,
     Keycard,
     Manager,
@@ -319,11 +320,13 @@ class CloudService(LockUploads):
             raise NotFoundError(f"no person {person_id!r}")
         name, address = person
         sql.run(
-            "INSERT INTO email_outbox (message_id, recipient, subject, body, attempts, sent)"
-            " VALUES (?, ?, ?, ?, 0, ?)",
+            "INSERT INTO email_outbox"
+            " (message_id, recipient, person_id, subject, body, attempts, sent)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?)",
             [
                 f"<{self.random(12).hex()}.{what}@latchsim.invalid>",
                 address,
+                person_id,
                 f"Your keycard was {what}",
                 f"Hello {name},\n\n"
                 f"{manager} {what} your keycard {uid} on your behalf.\n"
@@ -448,6 +451,17 @@ class CloudService(LockUploads):
                 | Person.email.icontains(query, autoescape=True)
             )
         stmt = stmt.order_by(Person.name, Person.id).limit(limit).offset(offset)
+        return list(self.session.execute(stmt).scalars())
+
+    def emails_in_portfolios(self, manager_id: str, *, limit: int = 100) -> list[EmailOutbox]:
+        """The newest emails about people of the manager's portfolios, newest first."""
+        stmt = (
+            select(EmailOutbox)
+            .join(Person, Person.id == EmailOutbox.person_id)
+            .where(_granted_in(self.manager_portfolios(manager_id)))
+            .order_by(EmailOutbox.id.desc())
+            .limit(limit)
+        )
         return list(self.session.execute(stmt).scalars())
 
     def visible_person(self, manager_id: str, person_id: str) -> Person:

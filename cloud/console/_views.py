@@ -280,14 +280,4 @@ def doors_view(service: CloudService, manager_id: str, property_id: str) -> list
 
 def outbox_view(service: CloudService, manager_id: str) -> list[EmailOutbox]:
     """The newest emails sent to people of the manager's portfolios, newest first."""
-    people = service.people_in_portfolios(manager_id, limit=10_000)
-    addresses = sorted({p.email for p in people})
-    if not addresses:
-        return []
-    stmt = (
-        select(EmailOutbox)
-        .where(EmailOutbox.recipient.in_(addresses))
-        .order_by(EmailOutbox.id.desc())
-        .limit(MAX_OUTBOX_ROWS)
-    )
-    return list(service.session.execute(stmt).scalars())
+    return service.emails_in_portfolios(manager_id, limit=MAX_OUTBOX_ROWS)
