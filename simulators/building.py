@@ -75,7 +75,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api import create_app
-from cloud.db import create_schema, make_engine, session_factory
+from cloud.db import create_schema, make_engine, read_only_sessions, session_factory
 from cloud.email import EmailSender, LoggingBackend, OutgoingEmail
 from cloud.keys import current_key
 from cloud.models import Door, EmailOutbox, Keycard, Person
@@ -404,6 +404,14 @@ class Building:
         if self._engine is None:
             raise BuildingError("the building is not running")
         return session_factory(self._engine)
+
+    @property
+    def read_sessions(self) -> sessionmaker[Session]:
+        """Sessions that only read: they never wait for, or hold up, the cloud's writes
+        (:func:`cloud.db.read_only_sessions`)."""
+        if self._engine is None:
+            raise BuildingError("the building is not running")
+        return read_only_sessions(self._engine)
 
     async def _serve_api(self) -> None:
         engine = self._engine

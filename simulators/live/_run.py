@@ -380,7 +380,7 @@ class LiveRun:
         names = {door_id: key for key, door_id in self.building.seed.doors.items()}
 
         def read() -> tuple[dict[str, tuple[bool, DoorState]], int]:
-            with self.building.sessions() as session:
+            with self.building.read_sessions() as session:  # never queues behind writers
                 rows = session.execute(
                     select(Door.id, Door.online, Door.list_version, Door.synced_version)
                 ).all()
