@@ -194,15 +194,15 @@ class CloudService(LockUploads):
             return self._portfolio_rule(sql, manager_id, person_id)
 
     def _portfolio_rule(self, sql: Sql, manager_id: str, person_id: str) -> str:
-        manager = sql.row("SELECT name FROM manager WHERE id = ?", [manager_id])
-        if manager is None:
+        rows = sql.rows(
+            "SELECT m.name, mp.portfolio_id FROM manager m"
+            " LEFT JOIN manager_portfolio mp ON mp.manager_id = m.id WHERE m.id = ?",
+            [manager_id],
+        )
+        if not rows:
             raise NotFoundError(f"no manager {manager_id!r}")
-        mine = {
-            portfolio
-            for (portfolio,) in sql.rows(
-                "SELECT portfolio_id FROM manager_portfolio WHERE manager_id = ?", [manager_id]
-            )
-        }
+        manager = rows[0]
+        mine = {portfolio for _, portfolio in rows if portfolio is not None}
         doors = openable_doors(sql, person_id)
         if not any(portfolio in mine for _, _, portfolio in doors):
             raise NotFoundError(f"no person {person_id!r} in your portfolios")
