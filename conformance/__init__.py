@@ -3,8 +3,9 @@
 Theory of operation: a *lock under test* (:class:`~conformance.lut.LockUnderTest`) is
 driven stimulus by stimulus through an adapter — the reference controller in process
 (:mod:`conformance.inprocess`), any program speaking the JSON-lines protocol
-(:mod:`conformance.process`, :mod:`conformance.serve`), or the reference lock's BLE face
-through the bleak API (:mod:`conformance.ble`). The suite holds the cloud's
+(:mod:`conformance.process`, :mod:`conformance.serve`), the reference lock's BLE face
+through the bleak API (:mod:`conformance.ble`), or its MQTT face on a broker
+(:mod:`conformance.mqtt`). The suite holds the cloud's
 keys (:mod:`conformance.cloud`), provisions the lock through the documented
 provisioning step, and runs a catalogue of requirements (``checks_*`` modules), each a
 function named after the requirement it judges, tagged and tied to a section of

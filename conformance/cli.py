@@ -3,11 +3,13 @@
 Theory of operation: parse the flags (usage errors are one line and exit status 2,
 via :class:`infra.cli_args.OneLineParser`), build the lock under test — the reference
 controller in this process (default), an adapter program (``--adapter process
---command ...``) or the reference lock's BLE face (``--adapter ble``) — select
-requirements by tag, run them (:mod:`conformance.runner`),
+--command ...``), the reference lock's BLE face (``--adapter ble``) or its MQTT face on
+a broker (``--adapter mqtt --mqtt URL``) — select requirements by tag, run them
+(:mod:`conformance.runner`),
 print the table (:mod:`conformance.report`), write JUnit XML if asked, and exit 0 when
 every verdict was expected, 1 otherwise. Exit status 2 also covers an unreadable
-expected-failures file and an adapter that cannot be started.
+expected-failures file and an adapter that cannot be started (such as a broker
+that does not answer).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.cli_args import OneLineParser
+from infra.cli_args import OneLineParser, mqtt_url
 
 from .lut import AdapterError, LockUnderTest
 from .registry import Requirement, catalogue
@@ -36,13 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--adapter",
-        choices=("inprocess", "process", "ble"),
+        choices=("inprocess", "process", "ble", "mqtt"),
         default="inprocess",
         help="how to reach the lock: the reference controller in this process (default), an"
-        " adapter program speaking JSON lines on stdin/stdout, or the reference lock's BLE"
-        " face over bumble's virtual radio through the bleak API",
+        " adapter program speaking JSON lines on stdin/stdout, the reference lock's BLE"
+        " face over bumble's virtual radio through the bleak API, or the reference lock's"
+        " MQTT face on the broker given by --mqtt",
     )
     parser.add_argument("--command", help="the adapter program to start (with --adapter process)")
+    parser.add_argument(
+        "--mqtt",
+        type=mqtt_url,
+        metavar="URL",
+        help="the broker, mqtt://HOST[:PORT] (with --adapter mqtt; e.g. mqtt://127.0.0.1:1883)",
+    )
     parser.add_argument(
         "--timeout",
         type=_positive_seconds,
@@ -99,6 +108,8 @@ def _check_tags(parser: argparse.ArgumentParser, tags: list[str], known: set[str
 def _lock(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LockUnderTest:
     if args.adapter != "process" and args.command:
         parser.error("--command is only for --adapter process")
+    if args.adapter != "mqtt" and args.mqtt:
+        parser.error("--mqtt is only for --adapter mqtt")
     if args.adapter == "inprocess":
         from .inprocess import InProcessLock
 
@@ -107,6 +118,12 @@ def _lock(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LockUnde
         from .ble import BleLock
 
         return BleLock(timeout=args.timeout)
+    if args.adapter == "mqtt":
+        if not args.mqtt:
+            parser.error("--adapter mqtt needs --mqtt mqtt://HOST[:PORT], the broker to use")
+        from .mqtt import MqttLock
+
+        return MqttLock(args.mqtt, timeout=args.timeout)
     if not args.command:
         parser.error('--adapter process needs --command "PROGRAM ARGS"')
     from .process import ProcessLock

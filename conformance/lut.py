@@ -9,8 +9,8 @@ integrator can report from the firmware (list version and digest, key epoch, aud
 head, lock time). Adapters implement it: :mod:`conformance.inprocess` around the
 reference controller, :mod:`conformance.process` around any program speaking the
 JSON-lines protocol of ``docs/conformance.md``, :mod:`conformance.ble` over the
-reference lock's BLE face through the bleak API. An MQTT adapter (aiomqtt) would
-implement the same class: see that document.
+reference lock's BLE face through the bleak API, :mod:`conformance.mqtt` over its MQTT
+face through a broker.
 
 The suite holds the cloud's keys. It provisions the lock with
 :meth:`LockUnderTest.provision` (the documented provisioning step: the lock is given

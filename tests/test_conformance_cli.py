@@ -17,7 +17,7 @@ EXAMPLE = f"{sys.executable} -m conformance.examples.reference_adapter"
     ("argv", "message"),
     [
         (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--adapter", "mqtt"], "invalid choice: 'mqtt'"),
+        (["--adapter", "mqtt"], "needs --mqtt"),
         (["--adapter", "ble", "--command", "x"], "only for --adapter process"),
         (["--adapter", "process"], "needs --command"),
         (["--command", "x"], "only for --adapter process"),
