@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random as _random
 import socket
@@ -101,7 +102,8 @@ class DoorCounters:
     messages_in: int = 0
     messages_out: int = 0
     ignored: int = 0
-    """Inbound messages that carried no frame (empty payloads)."""
+    """Inbound messages that carried no frame (empty payloads), or came on a topic the door
+    did not subscribe to (a broker that leaks other topics' retained messages: amqtt 0.12)."""
     dropped: int = 0
     """Frames the core wanted to send while the door was offline."""
     connects: int = 0
@@ -165,6 +167,10 @@ class MqttDoor:
         """The topics this door listens on (§10), all at QoS 1."""
         topics = [door_topic(self.door_id, leaf) for leaf in _INBOUND_LEAVES]
         return [(topic, QOS) for topic in [*topics, self.key_rotation_topic]]
+
+    @functools.cached_property
+    def _inbound(self) -> frozenset[str]:
+        return frozenset(topic for topic, _ in self.subscriptions())
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -283,6 +289,9 @@ class MqttDoor:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray) or not payload:
             self.counters.ignored += 1  # an empty payload clears a retained topic
+            return
+        if message.topic.value not in self._inbound:
+            self.counters.ignored += 1  # not a topic of ours: never answer for another door
             return
         await self._dispatch(self._handle(FrameReceived(MQTT, bytes(payload))))
 

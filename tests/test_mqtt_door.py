@@ -28,7 +28,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,6 +329,26 @@ def test_door_subscribes_to_its_inbound_topics_and_key_rotation() -> None:
     expected = [(door_topic(door_id, leaf), 1) for leaf in ("bundle", "ack", "time")]
     assert door.subscriptions() == [*expected, (KEY_ROTATION_TOPIC, 1)]
     assert door.client_id == f"door-{door_id.hex()}"
+
+
+async def test_a_message_on_a_topic_the_door_did_not_subscribe_to_is_ignored() -> None:
+    """A broker that leaks other topics' retained messages (amqtt 0.12 does) must not make
+    the door answer for another door: only its own topics reach the core."""
+    runtime = provision(lambda: 0.0, ControllerConfig())
+    door = MqttDoor(runtime, host="127.0.0.1")
+    handled: list[Sequence[Action]] = []
+
+    async def dispatch(actions: Sequence[Action]) -> None:
+        handled.append(actions)
+
+    door._dispatch = dispatch  # type: ignore[method-assign]
+    garbage = b"\x4c\x4b\x01garbage"
+    other = door_topic(bytes(16), "hello")
+    await door._on_message(aiomqtt.Message(other, garbage, 1, True, 1, None))
+    assert door.counters.ignored == 1 and handled == []
+    own = door_topic(runtime.controller.door_id, "bundle")
+    await door._on_message(aiomqtt.Message(own, garbage, 1, False, 2, None))
+    assert door.counters.ignored == 1 and len(handled) == 1  # the core answered (an ERROR)
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
