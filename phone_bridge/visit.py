@@ -24,8 +24,10 @@ Theory of operation
    it and read the answer: a signed **RECEIPT** (§6.3), or an ERROR about the BUNDLE when the
    lock refused it (an altered bundle fails the cloud signature, §6.2.2), which is reported.
 5. **audit** — every AUDIT_BATCH the lock sends during the visit is collected. A held
-   **AUDIT_ACK** (from the cloud's answer to an earlier upload) is delivered; the lock may
-   answer with the next batch. The lock does not announce how many batches follow, so the
+   **AUDIT_ACK** (from the cloud's answer to an earlier upload) is delivered — right behind
+   the bundle, without waiting for its receipt, when the lock can check it with the key
+   it trusts at that point (the lock takes frames in order: one round trip less) — and the
+   lock may answer with the next batch. The lock does not announce how many batches follow, so the
    visit ends audit collection once no frame came for ``audit_quiet_s``.
 6. **key rotations** (§6.7) — every KEY_ROTATION the store holds above HELLO's
    ``key_epoch`` is sent, one at a time and in epoch order; the lock accepts one silently
@@ -411,7 +413,13 @@ class _Visit:
             await self._authenticate(link, hello)
         if bundle is not None:
             await self._rotate_to(link, _signing_epoch(bundle, SealedBundle))
-            await self._deliver_bundle(link, bundle, "bundle")
+            # An ack the lock can check with the key it trusts now follows the bundle at
+            # once, before its receipt: the lock takes frames in order, one round trip less.
+            ack_now = audit_ack is not None and _signing_epoch(audit_ack, AuditAck) == (
+                self.lock_epoch
+            )
+            await self._deliver_bundle(link, bundle, "bundle", ack=audit_ack if ack_now else None)
+            audit_ack = None if ack_now else audit_ack
         async with self._timed("audit"):
             if audit_ack is not None:
                 await self._deliver_ack(link, audit_ack)
@@ -551,13 +559,19 @@ class _Visit:
             result = _parse("unlock result", UnlockResult, frame)
             self.report.reason, self.report.opened = result.reason, result.opened
 
-    async def _deliver_bundle(self, link: FrameLink, bundle: bytes, step: str) -> None:
-        """§6.2-§6.3: send the bundle; keep the RECEIPT, or the lock's ERROR about it."""
+    async def _deliver_bundle(
+        self, link: FrameLink, bundle: bytes, step: str, *, ack: bytes | None = None
+    ) -> None:
+        """§6.2-§6.3: send the bundle (and ``ack`` right behind it); keep the RECEIPT, or
+        the lock's ERROR about the bundle."""
         async with self._timed(step):
             self.report.bundle_sent = True
             resumed_from = await link.send(bundle, f"send {step}")
             if resumed_from:
                 self.report.resumed_from = resumed_from
+            if ack is not None:
+                await link.send(ack, "deliver audit ack")
+                self.report.audit_ack_delivered = True
             frame = await self._answer(
                 link, f"{step} receipt", {MessageType.RECEIPT}, about=MessageType.BUNDLE
             )
