@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
 from protocol import AuditAck, AuditBatch, AuditEvent, AuditEventKind, Reason
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .keys import SigningKey
 
 __all__ = ["LockUploads"]
+
+_AUDIT_RECORD = cast(Table, AuditRecord.__table__)
 
 
 class LockUploads:
@@ -88,8 +90,8 @@ class LockUploads:
             for event in batch.events
             if event.seq >= door.audit_next_seq
         ]
-        if rows:  # one executemany, not an ORM object per event
-            self.session.execute(insert(AuditRecord), rows)
+        if rows:  # one Core executemany: no ORM object, no ORM bulk insert per event
+            self.session.connection().execute(insert(_AUDIT_RECORD), rows)
         door.audit_next_seq = max(door.audit_next_seq, batch.last_seq + 1)
         return self._audit_ack(door, batch.door_id)
 

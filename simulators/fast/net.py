@@ -8,9 +8,8 @@ sent at ``now`` arrives after ``latency_s`` plus a uniform jitter of ``±jitter_
 Each transmission is lost with probability ``loss``; QoS 1 retransmits it after
 ``retry_s``, as often as it takes, so a loss only adds delay, never drops the
 message. Delivery is FIFO (a message never overtakes the one sent before it, as on
-one TCP stream): its arrival is at least the previous message's arrival. During a
-broker outage (``outages``) messages wait in the sender's and the broker's queues
-and arrive one latency after the restart: a fault delays, it never drops.
+one TCP stream): its arrival is at least the previous message's arrival. (A broker
+outage is the scenario runner's: while the broker is down nothing is sent at all.)
 
 **BLE** (:class:`BleModel`): a phone's connection takes ``connect_s``; a frame is
 carried in writes of at most ``mtu_payload`` bytes, one per connection event, so
@@ -39,13 +38,8 @@ class MqttModel:
     jitter_s: float = 0.005
     loss: float = 0.0
     retry_s: float = 2.0
-    outages: tuple[tuple[float, float], ...] = ()
-    """Broker outages as ``(start, end)`` virtual seconds, in order, not overlapping."""
 
     def __post_init__(self) -> None:
-        bounds = [t for outage in self.outages for t in outage]
-        if bounds != sorted(bounds) or any(s >= e for s, e in self.outages):
-            raise ValueError("outages must be ordered, non-overlapping (start, end) pairs")
         if not 0.0 <= self.loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
         if self.latency_s < self.jitter_s or self.jitter_s < 0 or self.retry_s <= 0:
@@ -63,14 +57,6 @@ class MqttLink:
     retransmissions: int = 0
     _last_arrival: float = field(default=0.0)
 
-    def _after_outages(self, arrival: float) -> float:
-        """A message due while the broker is down waits for its restart, then the path's
-        latency (the broker keeps QoS 1 messages of persistent sessions)."""
-        for start, end in self.model.outages:
-            if start <= arrival < end:
-                arrival = end + self.model.latency_s
-        return arrival
-
     def send(self, deliver: Callable[[], object]) -> float:
         """Schedule ``deliver`` at the message's arrival; return that time."""
         model = self.model
@@ -79,7 +65,7 @@ class MqttLink:
             while self.rng.random() < model.loss:
                 delay += model.retry_s
                 self.retransmissions += 1
-        arrival = max(self._after_outages(self.scheduler.now + delay), self._last_arrival)
+        arrival = max(self.scheduler.now + delay, self._last_arrival)
         self._last_arrival = arrival
         self.sent += 1
         self.scheduler.at(arrival, deliver)

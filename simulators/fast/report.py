@@ -2,7 +2,7 @@
 
 Theory of operation: every door update a scripted change causes (one
 :class:`cloud.sync.DoorChange`: a door moved to a new list version) becomes a
-:class:`Tracked` record with the virtual time it was made. The world marks it
+:class:`Tracked` record with the virtual time it was made. The runner marks it
 *applied* when the lock's held list reaches that version and *synced* when the
 cloud's synced version for the door does (a verified receipt arrived), so
 ``time_to_sync`` is change → receipt accepted, by door kind, and

@@ -43,7 +43,7 @@ from sqlalchemy import select
 from cloud.errors import CloudError
 from cloud.models import AuditRecord
 from cloud.service import CloudService
-from cloud.sync import BundleCache, DoorChange
+from cloud.sync import DoorChange
 from controller.runtime import LockRuntime
 from controller.storage import Flash
 from controller.storage import PowerCut as TornWrite
@@ -66,7 +66,7 @@ from simulators.fixture import counting_random
 from simulators.outcome import FaultRecord, Figure
 
 from .scenario_parts import FaultLog, SimDoor, SimPhone
-from .scenario_setup import CardSpec
+from .scenario_setup import CardSpec, bundle_cache
 
 if TYPE_CHECKING:
     from .scenario_run import ScenarioRun
@@ -285,7 +285,7 @@ class Faults:
     def _cloud_back(self, log: FaultLog) -> None:
         run = self.run
         run.cloud_up = True
-        run.cache = BundleCache()  # a new process: nothing of the old one's memory
+        run.cache = bundle_cache(len(run.doors))  # a new process: none of the old one's memory
         run.signing_key = run.read_key()
         held, run.held_for_cloud = run.held_for_cloud, []
         log.add("held", len(held))

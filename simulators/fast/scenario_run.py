@@ -56,7 +56,9 @@ from cloud.errors import CloudError
 from cloud.keys import SigningKey, current_key
 from cloud.models import AuditRecord, Door, DoorVersion, MqttOutbox
 from cloud.mqtt_ingest import claim_unsent, ingest_audit, ingest_receipt, mark_sent, record_hello
+from cloud.raw_tx import raw_service
 from cloud.service import CloudService
+from cloud.sql import Sql
 from cloud.sync import took_outbox
 from controller.events import (
     MQTT,
@@ -96,7 +98,6 @@ from .scenario_parts import (
 )
 from .scenario_setup import ScenarioSetup, build_world, lock_config
 from .scenario_visit import Visits
-from .world import _Cloud
 
 __all__ = ["DRAIN_DELAY_S", "ScenarioRun", "run_scenario"]
 
@@ -107,6 +108,19 @@ AUDIT_FLUSH_S = 900.0
 AUDIT_FLUSH_EVENTS = 200
 SAMPLES = 240
 """Audit-completeness samples (and progress reports) over a run."""
+
+
+class _Cloud(CloudService):
+    """The cloud service with its signing key read once per run (and after a restart),
+    not once per use: :attr:`CloudService.key` reads the key row and re-derives the
+    Ed25519 key at every use. Scenarios never rotate the key; every rule and statement is
+    the service's own."""
+
+    signing_key: SigningKey
+
+    @property
+    def key(self) -> SigningKey:
+        return self.signing_key
 
 
 class ScenarioRun:
@@ -211,16 +225,33 @@ class ScenarioRun:
     # --- the cloud ----------------------------------------------------------------------
 
     @contextmanager
-    def cloud(self) -> Iterator[CloudService]:
-        """One cloud transaction at the current virtual time; then schedule the drain."""
-        self.count("cloud_transactions")
+    def cloud(self, *, count: bool = True) -> Iterator[CloudService]:
+        """One cloud transaction at the current virtual time; then schedule the drain.
+        ``count=False``: the second transaction of one request (see :meth:`raw_cloud`)."""
+        if count:
+            self.count("cloud_transactions")
         with self.setup.sessions.begin() as session:
-            now = self.setup.wall_t0 + int(self.clock.now)
-            cloud = _Cloud(session, now, self.setup.cloud_random, self.cache)
+            cloud = _Cloud(session, self.cloud_now(), self.setup.cloud_random, self.cache)
             cloud.signing_key = self.signing_key
             yield cloud
         if took_outbox(session):
             self.schedule_drain()
+
+    @contextmanager
+    def raw_cloud(self) -> Iterator[Sql]:
+        """One cloud transaction on a raw DB-API connection (:func:`cloud.raw_tx.
+        raw_service`: without an ORM session's begin and commit, about 0.5 ms here), for
+        a request that mostly only reads. Should it need the ORM after all, it continues in
+        :meth:`cloud` with ``count=False``: one request, one counted transaction."""
+        self.count("cloud_transactions")
+        now = self.cloud_now()
+        with raw_service(self.setup.engine, now, self.setup.cloud_random, self.cache) as cloud:
+            assert cloud.raw is not None
+            yield cloud.raw
+
+    def cloud_now(self) -> int:
+        """The cloud's clock: unix seconds at the current virtual time."""
+        return self.setup.wall_t0 + int(self.clock.now)
 
     def schedule_drain(self) -> None:
         if not self._drain_due:

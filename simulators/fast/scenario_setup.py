@@ -17,8 +17,13 @@ MemoryMedium`, so a power cut can drop the lock's RAM and boot it again from wha
 flash. Its clock is the runner's ``lock_clock(index)``, the virtual time as that lock
 reads it (drift and steps applied). Then every door is *commissioned*: the sync engine
 computes its first list (:func:`cloud.sync.resync`), the installer carries the first
-bundle in and the receipt out (:func:`cloud.sync.accept_receipt`). All of this happens
-before virtual time zero and counts toward no figure.
+bundle in and the receipt out (:func:`cloud.sync.accept_receipt`). The doors are
+registered offline until then and go online after it (an online door's first bundle
+travels with the installer, not over MQTT: no MQTT bundle is sealed for it). All of this
+happens before virtual time zero and counts toward no figure. Rows are written with
+Core ``executemany`` inserts (no ORM unit of work), and the :class:`~cloud.sync.
+BundleCache` keeps every door's newest list (:func:`bundle_cache`), so changes do not
+keep re-reading whole lists from the database.
 
 Every key, id and code is derived from the scenario's seed and the thing's name
 (:func:`simulators.fixture.fixed_bytes`), so a scenario always builds the same world.
@@ -28,19 +33,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Engine, Table, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import create_schema, make_engine, session_factory
 from cloud.keys import ensure_key, key_of
 from cloud.models import (
+    Base,
     Door,
     Grant,
     Keycard,
     Manager,
     ManagerPortfolio,
-    MqttOutbox,
     Person,
     Portfolio,
     Property,
@@ -57,8 +63,11 @@ from protocol import Receipt, ReceiptStatus, decode_message
 from simulators._scenario_model import LostCard, Scenario
 from simulators.fixture import counting_random, fixed_bytes
 
-__all__ = ["CardSpec", "DoorSpec", "PersonSpec", "ScenarioSetup", "build_world"]
+__all__ = ["CardSpec", "DoorSpec", "PersonSpec", "ScenarioSetup", "build_world", "bundle_cache"]
 
+FIRST_LIST_BATCH = 400
+"""People per :func:`cloud.sync.resync` when the first lists are computed."""
+Rows = list[dict[str, Any]]
 LockClock = Callable[[int], Callable[[], float]]
 """Given a door's index, the clock its lock reads."""
 
@@ -112,6 +121,7 @@ class PersonSpec:
 class ScenarioSetup:
     """What :func:`build_world` made (see the module docstring)."""
 
+    engine: Engine
     sessions: sessionmaker[Session]
     cache: BundleCache
     cloud_random: Callable[[int], bytes]
@@ -139,6 +149,11 @@ def _card(scenario: Scenario, name: str) -> CardSpec:
     return CardSpec(name, fixed_bytes(label, 7).hex(), fixed_bytes(f"{label} key", 16), code)
 
 
+def bundle_cache(doors: int) -> BundleCache:
+    """A cloud process's bundle cache, with room for every door's newest list."""
+    return BundleCache(list_limit=max(256, doors))
+
+
 def lock_config() -> ControllerConfig:
     """The reference lock, with a store big enough for a building's entrance door."""
     return ControllerConfig(capacity=20_000, audit_capacity=1_000_000, snapshot_every=1_024)
@@ -160,7 +175,7 @@ def build_world(scenario: Scenario, lock_clock: LockClock) -> ScenarioSetup:
         for n, event in enumerate(e for e in scenario.events if isinstance(e, LostCard))
         if event.replace
     ]
-    cache = BundleCache()
+    cache = bundle_cache(len(doors))
     identities = [_identity(scenario, door, ident) for door in doors]
     with sessions.begin() as session:
         seed = fixed_bytes(f"scenario {scenario.seed} cloud key")
@@ -168,6 +183,9 @@ def build_world(scenario: Scenario, lock_clock: LockClock) -> ScenarioSetup:
         _world_rows(session, scenario, ident, doors, identities, managers)
         _people_rows(session, scenario, people, replacements, ident, doors)
         _first_lists(session, [p.id for p in people], cloud_random, cache)
+        online = [door.id for door in doors if door.online]
+        if online:  # the doors go online once the installer has commissioned them
+            session.execute(update(Door).where(Door.id.in_(online)).values(online=True))
     wall_t0 = int(scenario.start.timestamp())
     config = lock_config()
     locks = [
@@ -177,8 +195,8 @@ def build_world(scenario: Scenario, lock_clock: LockClock) -> ScenarioSetup:
     _commission(sessions, cache, cloud_random, doors, locks)
     person_at = {p.name: p.index for p in people}
     return ScenarioSetup(
-        sessions, cache, cloud_random, key.public, wall_t0, doors, door_at, people, person_at,
-        managers, locks, replacements,
+        engine, sessions, cache, cloud_random, key.public, wall_t0, doors, door_at, people,
+        person_at, managers, locks, replacements,
     )  # fmt: skip
 
 
@@ -250,14 +268,14 @@ def _world_rows(
             "id": door.id,
             "property_id": ident(f"building {door.building}"),
             "name": door.name,
-            "online": door.online,
+            "online": False,  # until commissioned (see build_world)
             "identity_public": identity.identity_public,
             "sealing_public": identity.sealing_public,
             "doorcode_secret": identity.doorcode_secret,
         }
         for door, identity in zip(doors, identities, strict=True)
     ]
-    session.execute(insert(Door), rows)
+    _insert(session, Door, rows)
 
 
 def _people_rows(
@@ -273,7 +291,7 @@ def _people_rows(
         for p, person in zip(people, scenario.people, strict=True)
     ]
     if rows:
-        session.execute(insert(Person), rows)
+        _insert(session, Person, rows)
     cards = [
         _card_row(card, p.id if scenario.starts_active(person, card.name) else None)
         for p, person in zip(people, scenario.people, strict=True)
@@ -281,14 +299,19 @@ def _people_rows(
     ]
     cards += [_card_row(card, None) for card in replacements]
     if cards:
-        session.execute(insert(Keycard), cards)
+        _insert(session, Keycard, cards)
     grants = [
         {"id": ident(f"grant {p.name} {doors[d].label}"), "person_id": p.id, "door_id": doors[d].id}
         for p in people
         for d in p.doors
     ]
     if grants:
-        session.execute(insert(Grant), grants)
+        _insert(session, Grant, grants)
+
+
+def _insert(session: Session, model: type[Base], rows: Rows) -> None:
+    """One Core ``executemany`` insert (the ORM's bulk insert costs several times more)."""
+    session.connection().execute(insert(cast(Table, model.__table__)), rows)
 
 
 def _card_row(card: CardSpec, holder: str | None) -> dict[str, object]:
@@ -310,10 +333,9 @@ def _first_lists(
 ) -> None:
     """The sync engine computes every door's first list (the installer carries it)."""
     with Sql(session) as sql:
-        for start in range(0, len(person_ids), 400):
-            batch = person_ids[start : start + 400]
+        for start in range(0, len(person_ids), FIRST_LIST_BATCH):
+            batch = person_ids[start : start + FIRST_LIST_BATCH]
             resync(sql, batch, key=key_of(sql), random=cloud_random, cache=cache)
-    session.execute(delete(MqttOutbox))  # commissioning carries the first bundles
 
 
 def _provision(

@@ -5,7 +5,10 @@ itself if it can reach the cloud (its phone online, the cloud up): it logs in wh
 mobile credential is missing or has less than :data:`CREDENTIAL_RENEW_S` left, and fetches
 the pending bundles of every door its person may open when its cache is older than
 :data:`PREFETCH_S` (:meth:`cloud.service.CloudService.pending_bundles`): any person's phone
-carries any pending bundle for a door it opens. Offline, it opens with what it holds; a
+carries any pending bundle for a door it opens. Most fetches find nothing behind: a fetch
+without a login first looks its person's doors up in a raw transaction
+(:meth:`~simulators.fast.scenario_run.ScenarioRun.raw_cloud`) and calls the service only
+when one is behind. Offline, it opens with what it holds; a
 phone offline from its first opening holds no mobile credential yet and opens nothing
 (``NO_MOBILE_CREDENTIAL``), as in live mode.
 
@@ -37,6 +40,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from cloud.errors import CloudError
+from cloud.sql import Sql, marks
 from cloud.time_sync import issue_time_sync, needs_time_sync
 from controller.events import Action, Channel, Connected, Disconnected, Send
 from protocol import Auth, Hello, Intent, MessageType, Reason, SealedBundle
@@ -98,15 +102,45 @@ class Visits:
         if not (renew or stale) or not self.online(phone):
             return
         try:
-            with run.cloud() as cloud:
-                if renew:
-                    phone.credential = cloud.login_phone(person.id, phone.public)
-                frames = cloud.pending_bundles(person.id)
+            frames = self._login_and_fetch(person, phone) if renew else self._fetch(person)
         except CloudError:
             run.count("refused_logins")
             return
         phone.bundles = {door_id: (_target(frame), frame) for door_id, frame in frames.items()}
         phone.prefetched_at = now
+
+    def _login_and_fetch(self, person: SimPerson, phone: SimPhone) -> dict[str, bytes]:
+        """One request: log in (a new mobile credential), then the pending bundles."""
+        with self.run.cloud() as cloud:
+            phone.credential = cloud.login_phone(person.id, phone.public)
+            with Sql(cloud.session, writes=False) as sql:
+                behind = self._behind(sql, person)
+            return cloud.pending_bundles(person.id) if behind else {}
+
+    def _fetch(self, person: SimPerson) -> dict[str, bytes]:
+        """One request for the pending bundles: a raw transaction that finds none behind
+        (the common case), continued in an ORM one when some door is."""
+        with self.run.raw_cloud() as sql:
+            behind = self._behind(sql, person)
+        if not behind:
+            return {}
+        with self.run.cloud(count=False) as cloud:
+            return cloud.pending_bundles(person.id)
+
+    def _behind(self, sql: Sql, person: SimPerson) -> bool:
+        """Whether any door the person may open is behind: what
+        :meth:`CloudService.pending_bundles` would find something for, by a primary-key
+        look-up of their doors instead of its grant and door queries. The person's doors
+        are their grants, which a scenario never changes."""
+        doors = self.run.doors
+        mine = [doors[d].spec.id for d in self.run.setup.people[person.index].doors]
+        if not mine:
+            return False
+        query = (
+            f"SELECT 1 FROM door WHERE id IN {marks(len(mine))}"
+            " AND list_version > synced_version LIMIT 1"
+        )
+        return sql.row(query, mine) is not None
 
     # --- the visit ----------------------------------------------------------------------
 
