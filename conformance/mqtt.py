@@ -496,6 +496,10 @@ class MqttLock(LockUnderTest):
         async def shutdown() -> None:
             await self._stop_door()
             if self._link is not None:
+                # Leave nothing behind: the door's retained HELLO and status would reach
+                # every later subscriber of the broker (a cloud bridge, another run).
+                for leaf in ("hello", "status"):
+                    await self._link.clear_retained(leaf)
                 await self._link.close()
                 self._link = None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 
 import aiomqtt
 import pytest
@@ -31,7 +32,7 @@ from conformance.mqtt import MqttLock
 from conformance.session import SUITE_CAPACITY, T0, Session
 from infra.broker import BrokerChoice, parse_mqtt_url
 from protocol import ErrorMessage, Hello, Message, Receipt
-from protocol.transport import door_topic
+from protocol.transport import TOPIC_PREFIX, door_topic
 from tests.conformance_mutants import MUTANTS
 
 BOTH_BROKERS = pytest.mark.parametrize("mqtt_broker", ["preferred", "embedded"], indirect=True)
@@ -99,6 +100,27 @@ async def test_stale_hello_and_queued_frames_do_not_leak(mqtt_broker: BrokerChoi
     assert len(hellos) == 1 and hellos[0].door_id == door_id
     assert not [m for m in connected + answered if isinstance(m, ErrorMessage)]
     assert len([m for m in answered if isinstance(m, Receipt)]) == 1
+    assert await _retained(mqtt_broker.url, door_id) == []  # closing left nothing behind
+
+
+async def _retained(url: str, door_id: bytes) -> list[str]:
+    """The door's topics that hold a retained message. Retained messages come first after
+    a subscription, so a marker published after it ends the wait (no timeout guessing)."""
+    host, port = parse_mqtt_url(url)
+    marker = f"{TOPIC_PREFIX}conformance-test/{uuid.uuid4().hex}"
+    found: list[str] = []
+    async with aiomqtt.Client(host, port, identifier=f"retained-{uuid.uuid4().hex}") as client:
+        await client.subscribe(
+            [(door_topic(door_id, "hello")[: -len("hello")] + "#", 1), (marker, 1)]
+        )
+        await client.publish(marker, b"end", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                if message.topic.value == marker:
+                    return found
+                if message.retain and message.payload:
+                    found.append(message.topic.value)
+    return found
 
 
 @pytest.mark.parametrize(
