@@ -35,10 +35,11 @@ from protocol import ErrorMessage, Hello, Message, Receipt
 from protocol.transport import TOPIC_PREFIX, door_topic
 from tests.conformance_mutants import MUTANTS
 
-BOTH_BROKERS = pytest.mark.parametrize("mqtt_broker", ["preferred", "embedded"], indirect=True)
 
-
-@BOTH_BROKERS
+# Not also forced onto the embedded broker where Mosquitto runs: amqtt 0.12 now and then
+# drops a client's connect when it races another client's subscribe ("dictionary changed
+# size during iteration" in its connect handler), and the whole catalogue reconnects the
+# door often enough to hit it. Where Mosquitto is unreachable the test runs on amqtt.
 async def test_reference_passes_every_requirement_over_mqtt(mqtt_broker: BrokerChoice) -> None:
     lock = await asyncio.to_thread(MqttLock, mqtt_broker.url)
     try:
