@@ -28,7 +28,7 @@ from protocol.doorcode import DoorcodeKind, doorcode_window, issue_doorcode
 from protocol.keycard import Keycard
 
 from .lut import Outputs
-from .registry import CheckFailed, requirement
+from .registry import CheckFailed, NotApplicable, requirement
 from .session import DAY, T0, Session
 
 MONDAY_0800 = 1_700_467_200
@@ -124,6 +124,34 @@ def card_decision_at_validity_edges(s: Session) -> str:
         _advance_to(s, at)
         _card_decides(s, card, reason, f"at valid_from{at - T0 - 100:+d}s")
     return "unknown, revoked, from-1, from, until-1, until: as §5.3"
+
+
+@requirement(
+    section="§5.3 (LOCKED_OUT: the lock's declared policy)",
+    tags=("card", "decision", "lockout", "clock-edges"),
+    needs=("cards",),
+)
+def card_lockout_at_its_edges(s: Session) -> str:
+    """After its declared failures a card gets LOCKED_OUT until its declared duration ends.
+
+    The right answer is refused too while the lock-out lasts, and granted at its end."""
+    policy = s.reg.lockout
+    if policy is None:
+        raise NotApplicable("the lock declares no failure lock-out policy")
+    card = s.cloud.card(1)
+    s.load(s.cloud.card_entry(card))
+    for n in range(policy.failures):
+        _card_decides(s, card, Reason.BAD_CHALLENGE, f"wrong answer {n + 1}", bytes(16))
+    locked_at = s.observe().lock_time
+    _card_decides(s, card, Reason.LOCKED_OUT, "the right answer after the last failure")
+    _advance_to(s, locked_at + policy.duration_s - 1)
+    _card_decides(s, card, Reason.LOCKED_OUT, "one second before the lock-out ends")
+    _advance_to(s, locked_at + policy.duration_s)
+    _card_decides(s, card, Reason.GRANTED, "when the lock-out ends")
+    return (
+        f"{policy.failures} wrong answers: LOCKED_OUT up to +{policy.duration_s - 1}s,"
+        f" GRANTED at +{policy.duration_s}s"
+    )
 
 
 @requirement(

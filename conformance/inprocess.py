@@ -49,6 +49,7 @@ from protocol.segmentation import Reassembler
 from .lut import (
     AdapterError,
     Channel,
+    LockoutPolicy,
     LockUnderTest,
     Observed,
     Outputs,
@@ -137,6 +138,11 @@ class InProcessLock(LockUnderTest):
             capacity=self._config.capacity,
             max_clock_step_s=self._config.max_clock_step_s,
             capabilities=frozenset({"segments", "power_cut_at_write", "keypad", "cards"}),
+            lockout=LockoutPolicy(
+                failures=self._config.lockout_failures,
+                window_s=round(self._config.lockout_window_s),
+                duration_s=round(self._config.lockout_duration_s),
+            ),
         )
 
     def power_cut(self) -> None:

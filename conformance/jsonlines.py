@@ -12,9 +12,18 @@ ends agree by construction.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from .lut import Channel, Observed, Outputs, ProvisionRequest, Registration, SentFrame
+from .lut import (
+    Channel,
+    LockoutPolicy,
+    Observed,
+    Outputs,
+    ProvisionRequest,
+    Registration,
+    SentFrame,
+)
 
 __all__ = [
     "OPS",
@@ -118,6 +127,7 @@ def registration_to(reg: Registration) -> dict[str, Any]:
         "capacity": reg.capacity,
         "max_clock_step_s": reg.max_clock_step_s,
         "capabilities": sorted(reg.capabilities),
+        **({} if reg.lockout is None else {"lockout": dataclasses.asdict(reg.lockout)}),
     }
 
 
@@ -132,7 +142,25 @@ def registration_from(m: dict[str, Any]) -> Registration:
         capacity=int_field(m, "capacity"),
         max_clock_step_s=int_field(m, "max_clock_step_s"),
         capabilities=frozenset(capabilities),
+        lockout=_lockout_from(m),
     )
+
+
+def _lockout_from(m: dict[str, Any]) -> LockoutPolicy | None:
+    """The optional ``lockout`` object: ``failures``, ``window_s``, ``duration_s``."""
+    value = m.get("lockout")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolViolation("field 'lockout' must be an object")
+    policy = LockoutPolicy(
+        failures=int_field(value, "failures"),
+        window_s=int_field(value, "window_s"),
+        duration_s=int_field(value, "duration_s"),
+    )
+    if policy.failures < 1 or policy.window_s < 1 or policy.duration_s < 1:
+        raise ProtocolViolation("field 'lockout' needs failures, window_s, duration_s >= 1")
+    return policy
 
 
 def outputs_to(outputs: Outputs) -> dict[str, Any]:

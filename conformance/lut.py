@@ -126,6 +126,17 @@ class ProvisionRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LockoutPolicy:
+    """A lock's declared failure lock-out (controller policy, not §-normative): after
+    ``failures`` failed attempts of one credential within ``window_s`` seconds, it refuses
+    that credential with LOCKED_OUT for ``duration_s`` seconds."""
+
+    failures: int
+    window_s: int
+    duration_s: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Registration:
     """What the lock answers to provisioning: the cloud's view of the door."""
 
@@ -138,6 +149,8 @@ class Registration:
     max_clock_step_s: int
     """Largest correction by an unbound TIME_SYNC (the lock's declared policy, §6.6)."""
     capabilities: frozenset[str] = frozenset()
+    lockout: LockoutPolicy | None = None
+    """The lock's failure lock-out, if it declares one (None: LOCKED_OUT is not judged)."""
 
 
 @dataclass(frozen=True, kw_only=True)

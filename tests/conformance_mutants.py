@@ -133,6 +133,14 @@ class InclusiveUntilMutant(Controller):
         return reason
 
 
+class ShortLockoutMutant(Controller):
+    """Ends a failure lock-out one second before the duration it declares."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lockout.duration -= 1
+
+
 class WideDoorcodeMutant(Controller):
     """Accepts a QUARTER_HOUR code one window too long (w, w+1 and w+2)."""
 
@@ -316,8 +324,20 @@ MUTANTS = (
     Mutant(
         "accepts_bare_uid",
         _lock(BareUidMutant),
-        frozenset({"card_clone_without_key_is_refused", "card_response_replay_is_refused"}),
-        "without challenge-response a recorded answer is as good as any answer",
+        frozenset(
+            {
+                "card_clone_without_key_is_refused",
+                "card_response_replay_is_refused",
+                "card_lockout_at_its_edges",
+            }
+        ),
+        "without challenge-response a recorded answer is as good as any answer, and no"
+        " wrong answer ever counts towards a lock-out",
+    ),
+    Mutant(
+        "short_lockout",
+        _lock(ShortLockoutMutant),
+        frozenset({"card_lockout_at_its_edges"}),
     ),
     Mutant(
         "inclusive_valid_until",
