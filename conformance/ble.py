@@ -25,8 +25,6 @@ lock's address; only the side channel needs a bench (see ``docs/conformance.md``
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from bleak import BleakClient
@@ -39,12 +37,11 @@ from protocol import ProtocolError
 from protocol.segmentation import Reassembler, segment_frame
 from protocol.transport import CHAR_ACK_UUID, CHAR_RX_UUID, CHAR_TX_UUID
 
+from .faced import FacedLock
 from .inprocess import InProcessLock
 from .lut import (
     AdapterError,
     Channel,
-    LockUnderTest,
-    Observed,
     Outputs,
     ProvisionRequest,
     SentFrame,
@@ -57,7 +54,7 @@ _T = TypeVar("_T")
 PHONE_ADDRESS = "F0:00:00:00:C0:01"
 
 
-class BleLock(LockUnderTest):
+class BleLock(FacedLock):
     """The reference lock, its BLE traffic over the virtual radio and a bleak client."""
 
     def __init__(
@@ -68,11 +65,8 @@ class BleLock(LockUnderTest):
         settle: float = 0.03,
         timeout: float = 10.0,
     ) -> None:
-        self._inner = inner or InProcessLock()
-        self._mtu, self._settle, self._timeout = mtu, settle, timeout
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        super().__init__(inner, timeout=timeout)
+        self._mtu, self._settle = mtu, settle
         self._door: BleDoor | None = None
         self._phone: Any = None
         self._client: BleakClient | None = None
@@ -84,21 +78,10 @@ class BleLock(LockUnderTest):
 
     # --- the loop thread -----------------------------------------------------------------
 
-    def _run(self, work: Coroutine[Any, Any, _T]) -> _T:
-        future = asyncio.run_coroutine_threadsafe(work, self._loop)
-        try:
-            return future.result(timeout=self._timeout)
-        except TimeoutError:
-            future.cancel()
-            raise AdapterError(f"the BLE step took over {self._timeout} s") from None
-        except BleakError as exc:
-            raise AdapterError(f"BLE: {exc}") from exc
+    face = "BLE"
 
-    def _inner_call(self, call: Callable[[], _T]) -> _T:
-        async def on_loop() -> _T:
-            return call()
-
-        return self._run(on_loop())
+    def _face_error(self, exc: Exception) -> AdapterError | None:
+        return AdapterError(f"BLE: {exc}") if isinstance(exc, BleakError) else None
 
     # --- radio ---------------------------------------------------------------------------
 
@@ -227,21 +210,6 @@ class BleLock(LockUnderTest):
             return await self._quiet()
 
         return self._run(write())
-
-    def tap_card(self, uid: bytes) -> Outputs:
-        return self._inner_call(lambda: self._inner.tap_card(uid))
-
-    def answer_card(self, uid: bytes, response: bytes) -> Outputs:
-        return self._inner_call(lambda: self._inner.answer_card(uid, response))
-
-    def press_keys(self, keys: str) -> Outputs:
-        return self._inner_call(lambda: self._inner.press_keys(keys))
-
-    def advance(self, seconds: float) -> Outputs:
-        return self._inner_call(lambda: self._inner.advance(seconds))
-
-    def observe(self) -> Observed:
-        return self._inner_call(self._inner.observe)
 
     def power_cut(self) -> None:
         async def cut() -> None:

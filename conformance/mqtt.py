@@ -40,10 +40,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any, Final, TypeVar
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import aiomqtt
 
@@ -56,12 +55,11 @@ from infra.broker import parse_mqtt_url
 from protocol import MessageType
 from protocol.transport import TOPIC_PREFIX, door_topic
 
+from .faced import FacedLock
 from .inprocess import InProcessLock
 from .lut import (
     AdapterError,
     Channel,
-    LockUnderTest,
-    Observed,
     Outputs,
     ProvisionRequest,
     SentFrame,
@@ -230,7 +228,7 @@ async def _drop_socket(client: aiomqtt.Client) -> None:
         await asyncio.sleep(0)
 
 
-class MqttLock(LockUnderTest):
+class MqttLock(FacedLock):
     """The reference lock on the broker at ``url``, judged through its MQTT face."""
 
     def __init__(
@@ -245,13 +243,10 @@ class MqttLock(LockUnderTest):
             self.host, self.port = parse_mqtt_url(url)
         except ValueError as exc:
             raise AdapterError(str(exc)) from None
-        self.url, self._timeout = url, timeout
-        self._inner = inner or InProcessLock()
+        super().__init__(inner, timeout=timeout)
+        self.url = url
         self.rotation_topic = f"{TOPIC_PREFIX}conformance/{uuid.uuid4().hex}/keyrotation"
         """Private to this adapter: the global ``cloud/keyrotation`` is shared (§10)."""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
         self._link: CloudLink | None = None
         self._door: MqttDoor | None = None
         self._tally: _Tally | None = None
@@ -292,22 +287,12 @@ class MqttLock(LockUnderTest):
 
     # --- the loop thread -----------------------------------------------------------------
 
-    def _run(self, work: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
-        future = asyncio.run_coroutine_threadsafe(work, self._loop)
-        limit = self._timeout if timeout is None else timeout
-        try:
-            return future.result(timeout=limit)
-        except TimeoutError:
-            future.cancel()
-            raise AdapterError(f"the MQTT step took over {limit:g} s") from None
-        except aiomqtt.MqttError as exc:
-            raise AdapterError(f"MQTT ({self.url}): {exc}") from exc
+    face = "MQTT"
 
-    def _inner_call(self, call: Callable[[], _T]) -> _T:
-        async def on_loop() -> _T:
-            return call()
-
-        return self._run(on_loop())
+    def _face_error(self, exc: Exception) -> AdapterError | None:
+        if isinstance(exc, aiomqtt.MqttError):
+            return AdapterError(f"MQTT ({self.url}): {exc}")
+        return None
 
     # --- the door on the broker ----------------------------------------------------------
 
@@ -456,21 +441,6 @@ class MqttLock(LockUnderTest):
 
     def deliver_segment(self, channel: Channel, segment: bytes) -> Outputs:
         return self._inner_call(lambda: self._inner.deliver_segment(channel, segment))
-
-    def tap_card(self, uid: bytes) -> Outputs:
-        return self._inner_call(lambda: self._inner.tap_card(uid))
-
-    def answer_card(self, uid: bytes, response: bytes) -> Outputs:
-        return self._inner_call(lambda: self._inner.answer_card(uid, response))
-
-    def press_keys(self, keys: str) -> Outputs:
-        return self._inner_call(lambda: self._inner.press_keys(keys))
-
-    def advance(self, seconds: float) -> Outputs:
-        return self._inner_call(lambda: self._inner.advance(seconds))
-
-    def observe(self) -> Observed:
-        return self._inner_call(self._inner.observe)
 
     def power_cut(self) -> None:
         async def cut() -> None:
