@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import ClassVar, Final
 
 __all__ = [
@@ -311,13 +312,17 @@ class Scenario:
         ``activate``: that card waits, inactive, for its activation (a spare card, or a
         new resident's card), so the event has something to do.
         """
+        return person.cards_active and (person.name, card) not in self._activated_first
+
+    @cached_property
+    def _activated_first(self) -> frozenset[tuple[str, str]]:
+        """``(person, card)`` whose first event is an ``activate`` (one pass over events,
+        not one per card asked about)."""
+        first: dict[tuple[str, str], PersonEvent] = {}
         for event in self.events:
-            if isinstance(event, PersonEvent) and (event.person, event.card) == (
-                person.name,
-                card,
-            ):
-                return person.cards_active and not isinstance(event, Activate)
-        return person.cards_active
+            if isinstance(event, PersonEvent):
+                first.setdefault((event.person, event.card), event)
+        return frozenset(key for key, event in first.items() if isinstance(event, Activate))
 
     def building(self, name: str) -> Building:
         """The building called ``name`` (KeyError if there is none)."""
