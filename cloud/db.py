@@ -3,7 +3,8 @@
 Theory of operation: :func:`make_engine` turns a URL into a SQLAlchemy engine
 configured for the cloud (SQLite: foreign keys on, WAL, and every transaction begun
 IMMEDIATE with a busy timeout, so concurrent transactions wait instead of failing;
-PostgreSQL through psycopg 3). The schema is
+PostgreSQL through psycopg 3); a SQLite file's write-ahead log is checkpointed on a
+thread of its own (:mod:`cloud.wal_checkpoint`), nudged after each commit. The schema is
 created by :func:`create_schema` (tests, demo) or by Alembic migrations
 (``door-cloud migrate``).
 """
@@ -11,15 +12,20 @@ created by :func:`create_schema` (tests, demo) or by Alembic migrations
 from __future__ import annotations
 
 import os
+import weakref
+from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Base
+from .wal_checkpoint import BACKSTOP_PAGES, Checkpointer
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "checkpointer_of",
+    "committed",
     "create_schema",
     "database_url",
     "make_engine",
@@ -46,6 +52,10 @@ def make_engine(url: str | None = None) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _begin_immediate)
+        database = engine.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _checkpointers[engine] = Checkpointer(Path(database))
+            event.listen(engine, "commit", lambda _connection: committed(engine))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -59,7 +69,27 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     # (whole: never part of one). A durable commit is an fsync (~0.7 ms here), which
     # would bound SQLite to ~1,500 changes a second; production runs on PostgreSQL.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # see cloud.wal_checkpoint
     cursor.close()
+
+
+_checkpointers: weakref.WeakKeyDictionary[Engine, Checkpointer] = weakref.WeakKeyDictionary()
+
+
+def committed(engine: Engine) -> None:
+    """Tell the engine's background checkpointer a transaction committed (SQLite files).
+
+    Sessions do it by themselves (an engine ``commit`` event); code that commits on a raw
+    DB-API connection (:func:`cloud.raw_tx.raw_service`) calls this after its commit.
+    """
+    checkpointer = _checkpointers.get(engine)
+    if checkpointer is not None:
+        checkpointer.nudge()
+
+
+def checkpointer_of(engine: Engine) -> Checkpointer | None:
+    """The background checkpointer of a SQLite file engine (None for others)."""
+    return _checkpointers.get(engine)
 
 
 READ_ONLY: Final = "latchsim_read_only"

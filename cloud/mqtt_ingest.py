@@ -12,8 +12,10 @@ publish (one cloud at a time on PostgreSQL: an advisory lock) and records them s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final, NamedTuple
 
 from sqlalchemy import delete, false, select, text, true, update
@@ -224,6 +226,8 @@ def make_durable(session: Session) -> None:
     the lock that applied it would never match again. A passive checkpoint (on its own
     connection: not inside the claim's transaction) syncs the write-ahead log first, so
     the claimed rows, committed before the claim, are on disk before they are published.
+    Were another checkpoint running (:mod:`cloud.wal_checkpoint`'s thread, another
+    process), SQLite answers busy and syncs nothing: the log file is synced here then.
     PostgreSQL commits durably already.
     """
     engine = session.get_bind()
@@ -233,9 +237,21 @@ def make_durable(session: Session) -> None:
     try:
         driver = raw.driver_connection
         assert driver is not None
-        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        busy, _, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     finally:
         raw.close()
+    database = engine.url.database  # type: ignore[union-attr]
+    if busy and database:
+        _sync_file(Path(f"{database}-wal"))
+
+
+def _sync_file(path: Path) -> None:
+    """Wait until ``path``'s content is on the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def mark_sent(session: Session, ids: list[int], keep: int) -> None:

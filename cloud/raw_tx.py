@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import PoolProxiedConnection
 
+from .db import committed
 from .errors import CloudError
 from .service import CloudService
 from .sql import Sql
@@ -67,6 +68,7 @@ def raw_service(
         _end(pooled, notes, commit=True)
     finally:
         pooled.close()
+    committed(engine)
 
 
 def _end(pooled: PoolProxiedConnection, notes: Session, *, commit: bool) -> None:
