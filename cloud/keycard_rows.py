@@ -23,11 +23,14 @@ class CardRow(NamedTuple):
     state: str
 
 
-def lock_person(sql: Sql, person_id: str) -> None:
-    """Lock the person's row (``FOR NO KEY UPDATE``, as resync does); not found: 404."""
+def lock_person(sql: Sql, person_id: str) -> tuple[str, str]:
+    """Lock the person's row (``FOR NO KEY UPDATE``, as resync does) and return their
+    name and email address; not found: 404."""
     lock = sql.lock("FOR NO KEY UPDATE")
-    if sql.row(f"SELECT id FROM person WHERE id = ?{lock}", [person_id]) is None:
+    row = sql.row(f"SELECT name, email FROM person WHERE id = ?{lock}", [person_id])
+    if row is None:
         raise NotFoundError(f"no person {person_id!r}")
+    return str(row[0]), str(row[1])
 
 
 def card_row(sql: Sql, uid: str) -> CardRow:
@@ -60,10 +63,17 @@ def held(sql: Sql, uid: str, person_id: str, *states: str) -> CardRow:
 
 def set_card(sql: Sql, card: CardRow, person_id: str, state: str) -> None:
     """Give ``card`` to the person in ``state`` if it is still as read; else a conflict."""
-    holder = "person_id IS NULL" if card.holder is None else "person_id = ?"
-    changed = sql.run(
-        f"UPDATE keycard SET person_id = ?, state = ? WHERE uid = ? AND state = ? AND {holder}",
-        [person_id, state, card.uid, card.state, *([] if card.holder is None else [card.holder])],
-    )
+    if card.holder == person_id:  # SET only the state: the holder's index stays untouched
+        changed = sql.run(
+            "UPDATE keycard SET state = ? WHERE uid = ? AND state = ? AND person_id = ?",
+            [state, card.uid, card.state, person_id],
+        )
+    else:
+        holder = "person_id IS NULL" if card.holder is None else "person_id = ?"
+        was = [] if card.holder is None else [card.holder]
+        changed = sql.run(
+            f"UPDATE keycard SET person_id = ?, state = ? WHERE uid = ? AND state = ? AND {holder}",
+            [person_id, state, card.uid, card.state, *was],
+        )
     if changed != 1:
         raise ConflictError(f"keycard {card.uid} changed meanwhile; look again and retry")

@@ -225,22 +225,22 @@ class CloudService(LockUploads):
     def activate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         """A manager activates ``uid`` for ``person_id`` (portfolio rule applies)."""
         with self._sql() as sql:
-            lock_person(sql, person_id)
+            person = lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
             card = assignable(sql, uid, person_id)
             set_card(sql, card, person_id, "active")
             changes = self._resync_with(sql, [person_id])
-            self._email(sql, person_id, "activated", card.uid, manager)
+            self._email(sql, person_id, person, "activated", card.uid, manager)
         return changes
 
     def deactivate_on_behalf(self, manager_id: str, person_id: str, uid: str) -> list[DoorChange]:
         with self._sql() as sql:
-            lock_person(sql, person_id)
+            person = lock_person(sql, person_id)
             manager = self._portfolio_rule(sql, manager_id, person_id)
             card = held(sql, uid, person_id, "active")
             set_card(sql, card, person_id, "deactivated")
             changes = self._resync_with(sql, [person_id])
-            self._email(sql, person_id, "deactivated", card.uid, manager)
+            self._email(sql, person_id, person, "deactivated", card.uid, manager)
         return changes
 
     def self_activate(self, person_id: str, uid: str, code: str) -> list[DoorChange]:
@@ -314,10 +314,10 @@ class CloudService(LockUploads):
     def _resync_with(self, sql: Sql, person_ids: list[str]) -> list[DoorChange]:
         return resync(sql, person_ids, key=key_of(sql), random=self.random, cache=self.cache)
 
-    def _email(self, sql: Sql, person_id: str, what: str, uid: str, manager: str) -> None:
-        person = sql.row("SELECT name, email FROM person WHERE id = ?", [person_id])
-        if person is None:
-            raise NotFoundError(f"no person {person_id!r}")
+    def _email(
+        self, sql: Sql, person_id: str, person: tuple[str, str], what: str, uid: str, manager: str
+    ) -> None:
+        """Queue the email telling the person (name, address) what a manager did."""
         name, address = person
         sql.run(
             "INSERT INTO email_outbox"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
@@ -599,7 +600,7 @@ def _sealed(
     frame = seal_bundle(
         changes,
         door_id=bytes.fromhex(door_id),
-        door_public=x25519_public_from_bytes(sealing_public),
+        door_public=_sealing_key(sealing_public),
         base_version=base,
         target_version=target,
         target_digest=digest,
@@ -609,6 +610,12 @@ def _sealed(
     ).to_frame()
     cache.keep_frame(session, cache_key, frame)
     return frame
+
+
+@lru_cache(maxsize=4096)
+def _sealing_key(sealing_public: bytes) -> X25519PublicKey:
+    """A door's sealing key, parsed once (keys are immutable; the bytes are the key)."""
+    return x25519_public_from_bytes(bytes(sealing_public))
 
 
 def _current_digest(session: Session, door: Door) -> bytes:

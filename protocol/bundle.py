@@ -64,6 +64,8 @@ OP_UPSERT, OP_REMOVE = 1, 2
 _HEADER_SIZE = DOOR_ID_SIZE + 4 + 4 + 4 + DIGEST_SIZE
 _AAD_CONTEXT = b"LK1 bundle-aad\x00"
 _BUNDLE_HEAD = struct.Struct(f">{DOOR_ID_SIZE}sIII{DIGEST_SIZE}s{KEY_SIZE}s")
+_AAD_HEAD = struct.Struct(f">{DOOR_ID_SIZE}sIII{DIGEST_SIZE}s")
+assert _AAD_HEAD.size == _HEADER_SIZE
 
 ChangeFormat = Struct(
     "op" / U8,
@@ -197,7 +199,9 @@ class SealedBundle(SignedMessage):
 
     def associated_data(self) -> bytes:
         """What the AEAD authenticates: context, door id, epoch, versions, digest."""
-        return _AAD_CONTEXT + self.body_bytes()[:_HEADER_SIZE]
+        return _AAD_CONTEXT + _AAD_HEAD.pack(
+            self.door_id, self.key_epoch, self.base_version, self.target_version, self.target_digest
+        )
 
     def covers(self, version: int) -> bool:
         """True when the bundle applies to a list at ``version``."""
@@ -217,28 +221,28 @@ def seal_bundle(
     ephemeral: X25519PrivateKey,
 ) -> SealedBundle:
     """Cloud side: seal ``changes`` to one door and sign the result."""
-    header = SealedBundle(
-        door_id=door_id,
-        key_epoch=key_epoch,
-        base_version=base_version,
-        target_version=target_version,
-        target_digest=target_digest,
-        ephemeral_public=bytes(KEY_SIZE),
-        ciphertext=bytes(AEAD_TAG_SIZE),
-    )
+
+    def bundle(ephemeral_public: bytes, ciphertext: bytes) -> SealedBundle:
+        # its checks (sizes, versions in order) run before anything is signed
+        return SealedBundle(
+            door_id=door_id,
+            key_epoch=key_epoch,
+            base_version=base_version,
+            target_version=target_version,
+            target_digest=target_digest,
+            ephemeral_public=ephemeral_public,
+            ciphertext=ciphertext,
+        )
+
+    try:
+        head = _AAD_HEAD.pack(door_id, key_epoch, base_version, target_version, target_digest)
+    except struct.error:  # a field of the wrong type or range: say which
+        bundle(bytes(KEY_SIZE), bytes(AEAD_TAG_SIZE))
+        raise
     eph_public, ciphertext = seal(
-        door_public, encode_changes(changes), header.associated_data(), ephemeral
+        door_public, encode_changes(changes), _AAD_CONTEXT + head, ephemeral
     )
-    unsigned = SealedBundle(
-        **{**_fields(header), "ephemeral_public": eph_public, "ciphertext": ciphertext}
-    )
-    return unsigned.signed(cloud_key)
-
-
-def _fields(bundle: SealedBundle) -> dict[str, Any]:
-    container = bundle._to_container()
-    del container["signature"]
-    return container
+    return bundle(eph_public, ciphertext).signed(cloud_key)
 
 
 def verify_bundle(
