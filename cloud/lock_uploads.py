@@ -14,25 +14,26 @@ before the door's row, as a resync takes them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from functools import lru_cache
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from sqlalchemy import Table, insert, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
 from protocol import AuditAck, AuditBatch, AuditEvent, AuditEventKind, Reason
 from protocol.crypto import ed25519_public_from_bytes
 
-from .errors import InvalidInputError
-from .models import AuditRecord, Door, MqttOutbox, Person
+from .errors import InvalidInputError, NotFoundError
+from .models import Door, MqttOutbox
+from .sql import Sql, marks
 from .sync import accept_receipt, note_outbox
 
 if TYPE_CHECKING:
     from .keys import SigningKey
 
-__all__ = ["LockUploads"]
-
-_AUDIT_RECORD = cast(Table, AuditRecord.__table__)
+__all__ = ["AuditStored", "LockUploads"]
 
 
 class LockUploads:
@@ -47,6 +48,8 @@ class LockUploads:
 
         def door(self, door_id: str) -> Door: ...
 
+        def _sql(self, *, writes: bool = True) -> AbstractContextManager[Sql]: ...
+
     def receipt(self, door_id: str, payload: bytes) -> int:
         """Verify and record a receipt; return the door's synced version."""
         door = self.door(door_id)
@@ -59,107 +62,138 @@ class LockUploads:
         A batch that starts beyond what is stored is a gap: it is counted on the door for
         the console and nothing of it is stored; the ack covers what is. Any verified
         batch, a gap or a duplicate too, may raise the door's key epoch
-        (:meth:`_learn_key_epoch`).
+        (:func:`_learned_epoch`).
         """
-        door = self.door(door_id)
-        batch = AuditBatch.verified_from_bytes(
-            payload, ed25519_public_from_bytes(door.identity_public)
-        )
-        return self._store_audit(door, batch)
+        return self.store_audit(door_id, payload, app_users=False, seen=False).ack
 
-    def _store_audit(self, door: Door, batch: AuditBatch) -> AuditAck:
-        """:meth:`audit` of a batch verified with ``door``'s key."""
-        if batch.door_id.hex() != door.id:
-            raise InvalidInputError("the audit batch is from another door")
-        self._learn_key_epoch(door, batch)
-        if batch.first_seq > door.audit_next_seq:
-            # §6.5 step 3: nothing stored. The lock still holds the missing events (it frees
-            # them only on an ack) and sends them again from its oldest unacknowledged one.
-            door.audit_gaps += 1
-            return self._audit_ack(door, batch.door_id)
-        rows = [
-            {
-                "door_id": door.id,
-                "seq": event.seq,
-                "time": event.time,
-                "kind": int(event.kind),
-                "reason": event.reason,
-                "credential_id": event.credential_id.hex(),
-                "detail": event.detail,
-            }
-            for event in batch.events
-            if event.seq >= door.audit_next_seq
-        ]
-        if rows:  # one Core executemany: no ORM object, no ORM bulk insert per event
-            self.session.connection().execute(insert(_AUDIT_RECORD), rows)
-        door.audit_next_seq = max(door.audit_next_seq, batch.last_seq + 1)
-        return self._audit_ack(door, batch.door_id)
+    def upload_audit(self, door_id: str, payload: bytes, *, app_users: bool = True) -> AuditAck:
+        """:meth:`audit`, then what the verified batch proves: when the lock was last seen
+        (its newest event time) and, with ``app_users``, who has opened a door with the app
+        (the first-use rule). The MQTT bridge passes ``app_users=False`` (phone decisions
+        reach the cloud in the batches phones upload)."""
+        return self.store_audit(door_id, payload, app_users=app_users).ack
 
-    def _learn_key_epoch(self, door: Door, batch: AuditBatch) -> None:
-        """Raise ``door.key_epoch`` to the newest epoch a verified batch reports rotating to.
+    def store_audit(
+        self, door_id: str, payload: bytes, *, app_users: bool, seen: bool = True
+    ) -> AuditStored:
+        """The whole of :meth:`upload_audit` (``seen``: also move the door's last seen),
+        saying whether the batch showed a gap.
 
-        The lock signed the batch, so its KEY_ROTATED events (§6.4: ``detail`` is the new
-        epoch) are how the cloud learns the epoch of a lock whose HELLO never reaches it, a
-        BLE-only lock a phone rotated (§6.7). Nothing else the lock signs names its epoch
-        (a RECEIPT does not, §6.3). The epoch never goes down (an old batch replayed
-        changes nothing), and an epoch above the cloud's own newest one cannot come from a
-        rotation the cloud signed, so it is ignored.
+        On raw statements (:mod:`cloud.sql`): a door row read and written once, the events
+        in one executemany. Lock order, as a resync takes them: with ``app_users`` the
+        people are marked before the door's row is locked and read again (PostgreSQL);
+        without, the door's row is locked first, so two clouds given the same batch store
+        it once. (A SQLite transaction holds the write lock from its start.)
         """
-        reported = [e.detail for e in batch.events if e.kind == AuditEventKind.KEY_ROTATED]
-        if not reported or max(reported) <= door.key_epoch:
-            return
-        current = self.key.epoch
-        newest = max((epoch for epoch in reported if epoch <= current), default=0)
-        door.key_epoch = max(door.key_epoch, newest)
-
-    def _audit_ack(self, door: Door, door_id: bytes) -> AuditAck:
-        """The ack of everything stored for ``door`` (§6.5: ``up_to_seq = next_seq - 1``)."""
+        with self._sql() as sql:
+            first_lock = "" if app_users else sql.lock()
+            row = sql.row(_DOOR_AUDIT + first_lock, [door_id])
+            if row is None:
+                raise NotFoundError(f"no door {door_id!r}")
+            batch = AuditBatch.verified_from_bytes(payload, _identity_key(bytes(row[0])))
+            if batch.door_id.hex() != door_id:
+                raise InvalidInputError("the audit batch is from another door")
+            if app_users:
+                _mark_app_users(sql, batch.events)
+                if sql.postgres:
+                    row = sql.row(_DOOR_AUDIT + sql.lock(), [door_id])
+                    assert row is not None, "a door row cannot go while people are locked"
+            _, next_seq, gaps, key_epoch, last_seen = row
+            key_epoch = _learned_epoch(key_epoch, batch, self.key.epoch)
+            gap = batch.first_seq > next_seq
+            if gap:
+                # §6.5 step 3: nothing stored. The lock still holds the missing events (it
+                # frees them only on an ack) and sends them from its oldest unacked one.
+                gaps += 1
+            else:
+                sql.run_many(
+                    "INSERT INTO audit_record"
+                    " (door_id, seq, time, kind, reason, credential_id, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            door_id,
+                            e.seq,
+                            e.time,
+                            int(e.kind),
+                            int(e.reason),
+                            e.credential_id.hex(),
+                            e.detail,
+                        )
+                        for e in batch.events
+                        if e.seq >= next_seq
+                    ],
+                )
+                next_seq = max(next_seq, batch.last_seq + 1)
+            if seen:
+                newest = datetime.fromtimestamp(
+                    min(max(e.time for e in batch.events), self.now), UTC
+                )
+                before = sql.moment(last_seen)
+                if before is None or before < newest:
+                    last_seen = sql.stamp(newest)
+            sql.run(
+                "UPDATE door SET audit_next_seq = ?, audit_gaps = ?, key_epoch = ?, last_seen = ?"
+                " WHERE id = ?",
+                [next_seq, gaps, key_epoch, last_seen, door_id],
+            )
         key = self.key
-        return AuditAck(
-            door_id=door_id, key_epoch=key.epoch, up_to_seq=door.audit_next_seq - 1
-        ).signed(key.private)
+        ack = AuditAck(door_id=batch.door_id, key_epoch=key.epoch, up_to_seq=next_seq - 1)
+        return AuditStored(ack.signed(key.private), gap)
 
     def queue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Add a frame to the MQTT outbox (sent after commit)."""
         self.session.add(MqttOutbox(topic=topic, payload=payload, retain=retain))
         note_outbox(self.session)
 
-    def upload_audit(self, door_id: str, payload: bytes, *, app_users: bool = True) -> AuditAck:
-        """:meth:`audit`, then what the verified batch proves: when the lock was last seen
-        (its newest event time) and, with ``app_users``, who has opened a door with the app
-        (the first-use rule).
 
-        The app users are marked before the door's row is written: a resync locks a person
-        and then doors, and the same order here cannot deadlock with it. The MQTT bridge
-        passes ``app_users=False``: it locks the door first (two clouds store a batch once),
-        and phone decisions reach the cloud in the batches phones upload.
-        """
-        door = self.door(door_id)
-        identity = ed25519_public_from_bytes(door.identity_public)
-        batch = AuditBatch.verified_from_bytes(payload, identity)
-        events = batch.events
-        if app_users:
-            self._mark_app_users(events)
-        ack = self._store_audit(door, batch)
-        newest = min(max(e.time for e in events), self.now)
-        seen = datetime.fromtimestamp(newest, UTC)
-        last = door.last_seen.replace(tzinfo=UTC) if door.last_seen is not None else None
-        if last is None or last < seen:
-            door.last_seen = seen
-        return ack
+class AuditStored(NamedTuple):
+    """What :meth:`LockUploads.store_audit` did: the signed ack, and whether a gap showed."""
 
-    def _mark_app_users(self, events: Sequence[AuditEvent]) -> None:
-        """Everyone a verified batch shows granted by phone has now used the app."""
-        people = sorted(
-            {
-                e.credential_id.hex()
-                for e in events
-                if e.kind == AuditEventKind.PHONE_DECISION and e.reason == Reason.GRANTED
-            }
+    ack: AuditAck
+    gap: bool
+
+
+_DOOR_AUDIT: Final = (
+    "SELECT identity_public, audit_next_seq, audit_gaps, key_epoch, last_seen FROM door"
+    " WHERE id = ?"
+)
+
+
+@lru_cache(maxsize=4096)
+def _identity_key(identity_public: bytes) -> Ed25519PublicKey:
+    """A lock's identity key, parsed once (keys are immutable: the bytes are the key)."""
+    return ed25519_public_from_bytes(identity_public)
+
+
+def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:
+    """The door's key epoch raised to the newest one a verified batch reports rotating to.
+
+    The lock signed the batch, so its KEY_ROTATED events (§6.4: ``detail`` is the new
+    epoch) are how the cloud learns the epoch of a lock whose HELLO never reaches it, a
+    BLE-only lock a phone rotated (§6.7). Nothing else the lock signs names its epoch
+    (a RECEIPT does not, §6.3). The epoch never goes down (an old batch replayed
+    changes nothing), and an epoch above the cloud's own newest one cannot come from a
+    rotation the cloud signed, so it is ignored.
+    """
+    reported = [e.detail for e in batch.events if e.kind == AuditEventKind.KEY_ROTATED]
+    if not reported or max(reported) <= door_epoch:
+        return door_epoch
+    newest = max((epoch for epoch in reported if epoch <= cloud_epoch), default=0)
+    return max(door_epoch, newest)
+
+
+def _mark_app_users(sql: Sql, events: Sequence[AuditEvent]) -> None:
+    """Everyone a verified batch shows granted by phone has now used the app."""
+    people = sorted(
+        {
+            e.credential_id.hex()
+            for e in events
+            if e.kind == AuditEventKind.PHONE_DECISION and e.reason == Reason.GRANTED
+        }
+    )
+    if people:
+        sql.run(
+            f"UPDATE person SET used_app = ? WHERE id IN {marks(len(people))} AND used_app = ?",
+            [True, *people, False],
         )
-        if people:
-            self.session.execute(
-                update(Person)
-                .where(Person.id.in_(people), Person.used_app.is_(False))
-                .values(used_app=True)
-            )

@@ -25,7 +25,6 @@ from protocol import AuditAck, Hello, Receipt, ReceiptStatus, WrongDoorError
 from protocol.cloud_messages import NO_CHALLENGE
 from protocol.transport import KEY_ROTATION_TOPIC, door_topic
 
-from .errors import NotFoundError
 from .models import Door, MqttOutbox
 from .service import CloudService
 from .sync import accept_receipt, queue_bundle, queue_rotations, rotation_frames
@@ -80,13 +79,7 @@ def ingest_audit(cloud: CloudService, door_id: str, payload: bytes) -> tuple[Aud
 
     The door's row is locked first, so two clouds given the same batch store it once.
     """
-    lock = select(Door).where(Door.id == door_id).with_for_update()  # SQLite: held from BEGIN
-    door = cloud.session.execute(lock.execution_options(populate_existing=True)).scalar()
-    if door is None:
-        raise NotFoundError(f"no door {door_id!r}")
-    gaps = door.audit_gaps
-    ack = cloud.upload_audit(door_id, payload, app_users=False)  # + last seen (see there)
-    return ack, door.audit_gaps > gaps
+    return cloud.store_audit(door_id, payload, app_users=False)  # + last seen (see there)
 
 
 def record_hello(

@@ -21,15 +21,23 @@ loaded object, so ORM code running later in the same transaction reads fresh row
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 __all__ = ["Sql", "json_list", "marks"]
 
 Row = tuple[Any, ...]
+
+_SQLITE_DATETIME: Any = sqlite.DATETIME()  # type: ignore[no-untyped-call]
+_SQLITE_DATETIME_IN: Callable[[datetime], str] = _SQLITE_DATETIME.bind_processor(sqlite.dialect())
+_SQLITE_DATETIME_OUT: Callable[[str], datetime] = _SQLITE_DATETIME.result_processor(
+    sqlite.dialect(), None
+)
 
 
 class Sql:
@@ -100,6 +108,18 @@ class Sql:
     def lock(self, mode: str = "FOR UPDATE") -> str:
         """A row-lock clause for this database (empty on SQLite)."""
         return f" {mode}" if self.postgres else ""
+
+    def stamp(self, when: datetime) -> Any:
+        """``when`` (aware) as a parameter for a ``DateTime(timezone=True)`` column,
+        stored as SQLAlchemy stores it (SQLite: its text form, in UTC)."""
+        return when if self.postgres else _SQLITE_DATETIME_IN(when.astimezone(UTC))
+
+    def moment(self, value: Any) -> datetime | None:
+        """A ``DateTime(timezone=True)`` column's value as an aware datetime (or None)."""
+        if value is None:
+            return None
+        when: datetime = value if isinstance(value, datetime) else _SQLITE_DATETIME_OUT(value)
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @lru_cache(maxsize=512)
