@@ -15,8 +15,8 @@ The service's session is unbound and only carries the transaction's notes (what
 :class:`cloud.sync.BundleCache` keeps once the transaction commits, whether the MQTT
 outbox was written: :func:`cloud.sync.took_outbox`). Operations that load ORM objects
 cannot run on it: they raise SQLAlchemy's ``UnboundExecutionError``. The raw path
-covers activation and deactivation (on behalf and self-service), lost cards and
-resyncs.
+covers activation and deactivation (on behalf and self-service), lost cards, resyncs,
+phone logins and bundle fetches, and audit uploads.
 """
 
 from __future__ import annotations

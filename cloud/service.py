@@ -86,13 +86,14 @@ from .models import (
     Phone,
     Property,
 )
-from .sql import Sql
+from .sql import Sql, marks
 from .sync import (
     BundleCache,
     DoorChange,
     GrantTerms,
-    bundle_frame,
+    door_bundle,
     doors_of_person,
+    granted_doors,
     openable_doors,
     resync,
 )
@@ -386,57 +387,71 @@ class CloudService(LockUploads):
 
     def login_phone(self, person_id: str, public_key: bytes) -> MobileCredential:
         """Register a phone key and issue its mobile credential (first-use rule applies)."""
-        person = self.person(person_id)
         try:
             ed25519_public_from_bytes(public_key)
         except ValueError:
             raise InvalidInputError("public_key must be 32 bytes of a valid Ed25519 key") from None
-        active = self.session.execute(
-            select(Keycard.uid).where(Keycard.person_id == person_id, Keycard.state == "active")
-        ).first()
-        if not person.used_app and active is None:
-            raise ForbiddenError(
-                "activate your keycard before opening doors with the app for the first time"
+        with self._sql() as sql:
+            found = sql.row(
+                "SELECT p.used_app, EXISTS (SELECT 1 FROM keycard k"
+                " WHERE k.person_id = p.id AND k.state = 'active') FROM person p WHERE p.id = ?",
+                [person_id],
             )
-        doors = sorted(doors_of_person(self.session, person_id))[:64]
-        if not doors:
-            raise ForbiddenError("you have no doors to open yet")
-        key = self.key
-        credential = MobileCredential(
-            key_epoch=key.epoch,
-            credential_id=self.random(16),
-            person_id=bytes.fromhex(person_id),
-            phone_public_key=public_key,
-            valid_from=self.now - 300,
-            valid_until=self.now + DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S,
-            scope_kind=ScopeKind.DOORS,
-            scope_ids=tuple(bytes.fromhex(d) for d in doors),
-        ).signed(key.private)
-        self.session.add(
-            Phone(
-                id=credential.credential_id.hex(),
-                person_id=person_id,
-                public_key=public_key,
-                credential=credential.to_bytes(),
-                valid_until=credential.valid_until,
+            if found is None:
+                raise NotFoundError(f"no person {person_id!r}")
+            if not found[0] and not found[1]:
+                raise ForbiddenError(
+                    "activate your keycard before opening doors with the app for the first time"
+                )
+            doors = sorted(granted_doors(sql, person_id))[:64]
+            if not doors:
+                raise ForbiddenError("you have no doors to open yet")
+            key = key_of(sql)
+            credential = MobileCredential(
+                key_epoch=key.epoch,
+                credential_id=self.random(16),
+                person_id=bytes.fromhex(person_id),
+                phone_public_key=public_key,
+                valid_from=self.now - 300,
+                valid_until=self.now + DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S,
+                scope_kind=ScopeKind.DOORS,
+                scope_ids=tuple(bytes.fromhex(d) for d in doors),
+            ).signed(key.private)
+            sql.run(
+                "INSERT INTO phone (id, person_id, public_key, credential, valid_until)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    credential.credential_id.hex(),
+                    person_id,
+                    public_key,
+                    credential.to_bytes(),
+                    credential.valid_until,
+                ],
             )
-        )
         return credential
 
     def pending_bundles(self, person_id: str) -> dict[str, bytes]:
         """Door id → bundle frame for every door the person can open that is behind."""
-        ids = list(doors_of_person(self.session, person_id))
-        behind = select(Door).where(Door.id.in_(ids), Door.list_version > Door.synced_version)
-        doors = list(self.session.scalars(behind)) if ids else []
-        if not doors:
-            return {}
-        key, random, cache = self.key, self.random, self.cache  # one key read for all
-        return {
-            door.id: bundle_frame(
-                self.session, door, door.synced_version, key=key, random=random, cache=cache
+        with self._sql(writes=False) as sql:
+            ids = list(granted_doors(sql, person_id))
+            doors = (
+                sql.rows(
+                    "SELECT id, sealing_public, synced_version, list_version FROM door"
+                    f" WHERE id IN {marks(len(ids))} AND list_version > synced_version",
+                    ids,
+                )
+                if ids
+                else []
             )
-            for door in doors
-        }
+            if not doors:
+                return {}
+            key, random, cache = key_of(sql), self.random, self.cache  # one key for all
+            return {
+                door_id: door_bundle(
+                    sql, door_id, bytes(sealing), base, target, key=key, random=random, cache=cache
+                )
+                for door_id, sealing, base, target in doors
+            }
 
     # --- portfolio views, doors, guests and doorcodes (used by the HTTP API) ----------
 

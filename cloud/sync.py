@@ -69,9 +69,11 @@ __all__ = [
     "accept_receipt",
     "bundle_frame",
     "commit_pending",
+    "door_bundle",
     "door_list",
     "doors_of_person",
     "drop_pending",
+    "granted_doors",
     "note_outbox",
     "openable_doors",
     "queue_bundle",
@@ -229,7 +231,12 @@ def _granted_doors(sql: Sql, person_ids: list[str]) -> dict[str, dict[str, Grant
 def doors_of_person(session: Session, person_id: str) -> dict[str, GrantTerms]:
     """Every door the person's grants cover, with the terms of the grant that covers it."""
     with Sql(session, writes=False) as sql:
-        return _granted_doors(sql, [person_id])[person_id]
+        return granted_doors(sql, person_id)
+
+
+def granted_doors(sql: Sql, person_id: str) -> dict[str, GrantTerms]:
+    """:func:`doors_of_person` on an open :class:`~cloud.sql.Sql`."""
+    return _granted_doors(sql, [person_id])[person_id]
 
 
 _OPENABLE_DOORS: Final = (
@@ -519,10 +526,6 @@ def _change(kind: int, credential_id: str, encoded: bytes | None) -> Change:
     return Remove(CredentialKind(kind), bytes.fromhex(credential_id))
 
 
-def _change_of(row: DoorEntry) -> Change:
-    return _change(row.kind, row.credential_id, row.encoded)
-
-
 def _read_list(sql: Sql, door_id: str, version: int) -> CredentialList:
     blobs = sql.rows(
         "SELECT encoded FROM door_entry WHERE door_id = ? AND encoded IS NOT NULL", [door_id]
@@ -556,19 +559,51 @@ def bundle_frame(
     cache: BundleCache,
 ) -> bytes:
     """The sealed, signed bundle taking ``door`` from ``base`` to its current version."""
+    with Sql(session, writes=False) as sql:
+        return door_bundle(
+            sql,
+            door.id,
+            door.sealing_public,
+            base,
+            door.list_version,
+            key=key,
+            random=random,
+            cache=cache,
+        )
+
+
+def door_bundle(
+    sql: Sql,
+    door_id: str,
+    sealing_public: bytes,
+    base: int,
+    target: int,
+    *,
+    key: SigningKey,
+    random: Callable[[int], bytes],
+    cache: BundleCache,
+) -> bytes:
+    """:func:`bundle_frame` on raw statements, for a door at ``target`` (its list version):
+    the entries changed after ``base`` and the recorded digest, two statements."""
 
     def contents(base: int) -> tuple[list[Change], bytes]:
-        rows = session.execute(
-            select(DoorEntry).where(DoorEntry.door_id == door.id, DoorEntry.changed_version > base)
-        ).scalars()
-        return [_change_of(r) for r in rows], _current_digest(session, door)
+        rows = sql.rows(
+            "SELECT kind, credential_id, encoded FROM door_entry"
+            " WHERE door_id = ? AND changed_version > ?",
+            [door_id, base],
+        )
+        recorded = sql.row(
+            "SELECT digest FROM door_version WHERE door_id = ? AND version = ?", [door_id, target]
+        )
+        digest = bytes(recorded[0]) if recorded else _read_list(sql, door_id, target).digest
+        return [_change(kind, cid, encoded) for kind, cid, encoded in rows], digest
 
     return _sealed(
-        session,
-        door.id,
-        door.sealing_public,
+        sql.session,
+        door_id,
+        sealing_public,
         base,
-        door.list_version,
+        target,
         key=key,
         random=random,
         cache=cache,
@@ -616,12 +651,6 @@ def _sealed(
 def _sealing_key(sealing_public: bytes) -> X25519PublicKey:
     """A door's sealing key, parsed once (keys are immutable; the bytes are the key)."""
     return x25519_public_from_bytes(bytes(sealing_public))
-
-
-def _current_digest(session: Session, door: Door) -> bytes:
-    """The digest recorded for the door's current version (recomputed only if missing)."""
-    recorded = session.get(DoorVersion, (door.id, door.list_version))
-    return recorded.digest if recorded is not None else door_list(session, door).digest
 
 
 def accept_receipt(session: Session, door: Door, payload: bytes) -> Receipt:

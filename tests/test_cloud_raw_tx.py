@@ -11,14 +11,16 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.exc import UnboundExecutionError
 
 from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
-from cloud.models import CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox
+from cloud.models import CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox, Phone
 from cloud.raw_tx import raw_service
 from cloud.service import CloudService
 from cloud.sync import took_outbox
+from protocol import ReceiptStatus
 from tests.cloud_world import CloudWorld, world_at
 
 
@@ -107,6 +109,30 @@ def test_wrong_codes_are_counted_on_the_raw_path_too(world: CloudWorld) -> None:
     world.now += 15 * 60
     with _raw(world) as cloud:
         assert len(cloud.self_activate(chloe, uid, code)) == 3
+
+
+def test_a_phone_logs_in_and_fetches_bundles_on_the_raw_path(world: CloudWorld) -> None:
+    """A phone's login and bundle fetch run on a raw transaction like on a session; the
+    bundles it fetches are the ones the locks apply (a phone carries them)."""
+    ana, maya = world.seed.people["Ana Ruiz"], world.seed.managers["Maya Chen"]
+    uid, _ = world.seed.cards["card-1"]
+    with _raw(world) as cloud:
+        changed = {c.door_id for c in cloud.activate_on_behalf(maya, ana, uid)}
+    phone = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    with _raw(world) as cloud:
+        credential = cloud.login_phone(ana, phone)
+        fetched = cloud.pending_bundles(ana)
+    assert credential.phone_public_key == phone
+    assert set(fetched) == changed
+    with world.sessions() as session:
+        stored = session.get(Phone, credential.credential_id.hex())
+        assert stored is not None and stored.credential == credential.to_bytes()
+        assert stored.person_id == ana
+    for door_id, frame in fetched.items():
+        receipt = world.deliver(door_id, frame)
+        assert receipt.status is ReceiptStatus.OK
+    with world.service() as session_cloud:
+        assert session_cloud.pending_bundles(ana) != {}  # receipts not uploaded yet: pending
 
 
 def test_orm_operations_are_refused_on_the_raw_path(world: CloudWorld) -> None:
