@@ -16,19 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
 from protocol import AuditAck, AuditBatch, AuditEvent, AuditEventKind, Reason
-from protocol.crypto import ed25519_public_from_bytes
 
 from .errors import InvalidInputError, NotFoundError
 from .models import Door, MqttOutbox
 from .sql import Sql, marks
-from .sync import accept_receipt, note_outbox
+from .sync import identity_key, note_outbox, receipt_on
 
 if TYPE_CHECKING:
     from .keys import SigningKey
@@ -52,9 +49,11 @@ class LockUploads:
 
     def receipt(self, door_id: str, payload: bytes) -> int:
         """Verify and record a receipt; return the door's synced version."""
-        door = self.door(door_id)
-        accept_receipt(self.session, door, payload)
-        return door.synced_version
+        with self._sql() as sql:
+            receipt_on(sql, door_id, payload)
+            row = sql.row("SELECT synced_version FROM door WHERE id = ?", [door_id])
+        assert row is not None, "receipt_on found the door"
+        return int(row[0])
 
     def audit(self, door_id: str, payload: bytes) -> AuditAck:
         """Verify, store and acknowledge an audit batch (§6.5 ledger rule).
@@ -90,7 +89,7 @@ class LockUploads:
             row = sql.row(_DOOR_AUDIT + first_lock, [door_id])
             if row is None:
                 raise NotFoundError(f"no door {door_id!r}")
-            batch = AuditBatch.verified_from_bytes(payload, _identity_key(bytes(row[0])))
+            batch = AuditBatch.verified_from_bytes(payload, identity_key(bytes(row[0])))
             if batch.door_id.hex() != door_id:
                 raise InvalidInputError("the audit batch is from another door")
             if app_users:
@@ -158,12 +157,6 @@ _DOOR_AUDIT: Final = (
     "SELECT identity_public, audit_next_seq, audit_gaps, key_epoch, last_seen FROM door"
     " WHERE id = ?"
 )
-
-
-@lru_cache(maxsize=4096)
-def _identity_key(identity_public: bytes) -> Ed25519PublicKey:
-    """A lock's identity key, parsed once (keys are immutable: the bytes are the key)."""
-    return ed25519_public_from_bytes(identity_public)
 
 
 def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:

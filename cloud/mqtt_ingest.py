@@ -25,10 +25,13 @@ from protocol import AuditAck, Hello, Receipt, ReceiptStatus, WrongDoorError
 from protocol.cloud_messages import NO_CHALLENGE
 from protocol.transport import KEY_ROTATION_TOPIC, door_topic
 
-from .models import Door, MqttOutbox
+from .errors import NotFoundError
+from .keys import key_of
+from .models import MqttOutbox
 from .service import CloudService
-from .sync import accept_receipt, queue_bundle, queue_rotations, rotation_frames
-from .time_sync import MIN_CORRECTION_S, issue_time_sync, needs_time_sync
+from .sql import Sql
+from .sync import note_outbox, queue_bundle_on, queue_rotations_on, receipt_on, rotation_frames
+from .time_sync import MIN_CORRECTION_S, needs_time_sync, time_sync_on
 
 __all__ = [
     "HelloOutcome",
@@ -67,10 +70,10 @@ def ingest_receipt(cloud: CloudService, door_id: str, payload: bytes) -> Receipt
     A forged receipt raises :class:`protocol.AuthenticationError` and changes nothing.
     A BASE_VERSION receipt queues a bundle from the version the lock holds.
     """
-    door = cloud.door(door_id)
-    receipt = accept_receipt(cloud.session, door, payload)
-    if receipt.status is ReceiptStatus.BASE_VERSION:
-        _queue_bundle(cloud, door, receipt.list_version)
+    with cloud.statements() as sql:
+        receipt = receipt_on(sql, door_id, payload)
+        if receipt.status is ReceiptStatus.BASE_VERSION:
+            _queue_bundle(cloud, sql, door_id, receipt.list_version)
     return receipt
 
 
@@ -97,31 +100,57 @@ def record_hello(
     A live HELLO whose clock is off by more than ``time_sync_tolerance_s`` (None: never)
     gets a TIME_SYNC bound to its challenge (:func:`_queue_time_sync`).
     """
-    door = cloud.door(door_id)
-    hello = Hello.from_bytes(payload)
-    if hello.door_id.hex() != door.id:
-        raise WrongDoorError("the HELLO is from another door")
-    if live or door.last_seen is None:  # a retained HELLO only fills in a door never seen
-        door.battery_pct, door.list_age_s = hello.battery_pct, hello.list_age_s
-        if live:
-            door.last_seen = datetime.fromtimestamp(cloud.now, UTC)
-    # HELLO is unsigned: anyone on the broker could claim a door rotated. It may only show
-    # a door *behind* (its rotations are queued again: harmless if it is not); that a door
-    # rotated is learnt from its signed audit events (LockUploads._learn_key_epoch).
-    epoch = min(hello.key_epoch, door.key_epoch) if live else door.key_epoch
-    door.key_epoch = epoch
-    rotations = queue_rotations(cloud.session, after=epoch, topic=rotation_topic)
-    held = hello.list_version if live else max(hello.list_version, door.synced_version)
-    base = _catch_up_base(door, held)
-    if base is not None:
-        _queue_bundle(cloud, door, base)
-    sequence = None
-    if live and time_sync_tolerance_s is not None:
-        sequence = _queue_time_sync(cloud, door, hello, time_sync_tolerance_s)
+    with cloud.statements() as sql:
+        row = sql.row(_DOOR_HELLO + sql.lock(), [door_id])
+        if row is None:
+            raise NotFoundError(f"no door {door_id!r}")
+        door = _HelloDoor(*row)
+        hello = Hello.from_bytes(payload)
+        if hello.door_id.hex() != door_id:
+            raise WrongDoorError("the HELLO is from another door")
+        battery, age, seen = door.battery_pct, door.list_age_s, door.last_seen
+        if live or seen is None:  # a retained HELLO only fills in a door never seen
+            battery, age = hello.battery_pct, hello.list_age_s
+            if live:
+                seen = sql.stamp(datetime.fromtimestamp(cloud.now, UTC))
+        # HELLO is unsigned: anyone on the broker could claim a door rotated. It may only
+        # show a door *behind* (its rotations are queued again: harmless if it is not);
+        # that a door rotated is learnt from its signed audit events (cloud.lock_uploads).
+        epoch = min(hello.key_epoch, door.key_epoch) if live else door.key_epoch
+        sql.run(
+            "UPDATE door SET battery_pct = ?, list_age_s = ?, last_seen = ?, key_epoch = ?"
+            " WHERE id = ?",
+            [battery, age, seen, epoch, door_id],
+        )
+        rotations = queue_rotations_on(sql, after=epoch, topic=rotation_topic)
+        held = hello.list_version if live else max(hello.list_version, door.synced_version)
+        base = _catch_up_base(door.list_version, door.synced_version, held)
+        if base is not None:
+            _queue_bundle(cloud, sql, door_id, base)
+        sequence = None
+        if live and time_sync_tolerance_s is not None:
+            sequence = _queue_time_sync(cloud, sql, hello, time_sync_tolerance_s)
     return HelloOutcome(hello, base, rotations, sequence)
 
 
-def _queue_time_sync(cloud: CloudService, door: Door, hello: Hello, tolerance_s: int) -> int | None:
+_DOOR_HELLO: Final = (
+    "SELECT battery_pct, list_age_s, last_seen, key_epoch, list_version, synced_version"
+    " FROM door WHERE id = ?"
+)
+
+
+class _HelloDoor(NamedTuple):
+    """What :func:`record_hello` reads of the door's row."""
+
+    battery_pct: int | None
+    list_age_s: int | None
+    last_seen: object
+    key_epoch: int
+    list_version: int
+    synced_version: int
+
+
+def _queue_time_sync(cloud: CloudService, sql: Sql, hello: Hello, tolerance_s: int) -> int | None:
     """Queue a TIME_SYNC bound to ``hello``'s challenge if the lock's clock is off (§6.6).
 
     It goes to the door's ``time`` topic, where the lock listens (§10), not retained: a
@@ -132,33 +161,37 @@ def _queue_time_sync(cloud: CloudService, door: Door, hello: Hello, tolerance_s:
     if hello.challenge == NO_CHALLENGE:
         return None  # an all-zero challenge binds nothing (§6.6); no unbound syncs here
     if not needs_time_sync(hello.lock_time, cloud.now, tolerance_s=tolerance_s):
-        return None  # checked first: no row lock for the common case of a right clock
-    issued = issue_time_sync(
-        cloud.session,
-        door.id,
+        return None  # checked first: no signature for the common case of a right clock
+    issued = time_sync_on(
+        sql,
+        hello.door_id.hex(),
         challenge=hello.challenge,
         lock_time=hello.lock_time,
         now=cloud.now,
-        key=cloud.key,
+        key=key_of(sql),
         tolerance_s=tolerance_s,
     )
     if issued.frame is None:
         return None
-    cloud.queue(door_topic(hello.door_id, "time"), issued.frame, retain=False)
+    sql.run(
+        "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)",
+        [door_topic(hello.door_id, "time"), issued.frame, False, False],
+    )
+    note_outbox(sql.session)
     return issued.sequence
 
 
-def _catch_up_base(door: Door, held: int) -> int | None:
+def _catch_up_base(list_version: int, synced_version: int, held: int) -> int | None:
     """The base of the bundle a door holding ``held`` needs, or None when it is current.
 
     A lock behind the cloud gets a bundle from what it holds. A lock that holds the newest
     version although no receipt proved it (a receipt was lost) gets the bundle again: a
     duplicate yields the same receipt (§6.3), which clears *pending*.
     """
-    if held < door.list_version:
+    if held < list_version:
         return held
-    if door.synced_version < door.list_version:
-        return door.synced_version
+    if synced_version < list_version:
+        return synced_version
     return None
 
 
@@ -173,8 +206,8 @@ def queue_key_rotation(cloud: CloudService, *, topic: str = KEY_ROTATION_TOPIC) 
     return bool(frames)
 
 
-def _queue_bundle(cloud: CloudService, door: Door, base: int) -> None:
-    queue_bundle(cloud.session, door, base, key=cloud.key, random=cloud.random, cache=cloud.cache)
+def _queue_bundle(cloud: CloudService, sql: Sql, door_id: str, base: int) -> None:
+    queue_bundle_on(sql, door_id, base, key=key_of(sql), random=cloud.random, cache=cloud.cache)
 
 
 # --- the outbox ------------------------------------------------------------------------

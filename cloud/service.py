@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -147,6 +147,11 @@ class CloudService(LockUploads):
     @property
     def key(self) -> SigningKey:
         return current_key(self.session)
+
+    def statements(self, *, writes: bool = True) -> AbstractContextManager[Sql]:
+        """Raw statements in this service's transaction (see :mod:`cloud.sql`): on a
+        session's connection, or the raw transaction's (:func:`cloud.raw_tx.raw_service`)."""
+        return self._sql(writes=writes)
 
     @contextmanager
     def _sql(self, *, writes: bool = True) -> Iterator[Sql]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -57,8 +58,6 @@ from .models import (
     CloudKey,
     Door,
     DoorEntry,
-    DoorVersion,
-    MqttOutbox,
 )
 from .sql import Sql, json_list, marks
 
@@ -74,10 +73,14 @@ __all__ = [
     "doors_of_person",
     "drop_pending",
     "granted_doors",
+    "identity_key",
     "note_outbox",
     "openable_doors",
     "queue_bundle",
+    "queue_bundle_on",
     "queue_rotations",
+    "queue_rotations_on",
+    "receipt_on",
     "resync",
     "rotation_frames",
     "took_outbox",
@@ -658,25 +661,57 @@ def accept_receipt(session: Session, door: Door, payload: bytes) -> Receipt:
 
     Raises :class:`protocol.AuthenticationError` for a forged receipt. A receipt
     whose digest is not the digest this cloud recorded for that version changes
-    nothing. CAPACITY_EXCEEDED is recorded on the door for the console.
+    nothing. CAPACITY_EXCEEDED is recorded on the door for the console. (The session's
+    objects are expired: ``door`` reads its new values.)
     """
-    receipt = Receipt.verified_from_bytes(payload, ed25519_public_from_bytes(door.identity_public))
-    if receipt.door_id.hex() != door.id:
+    with Sql(session) as sql:
+        return receipt_on(sql, door.id, payload)
+
+
+_DOOR_RECEIPT: Final = (
+    "SELECT identity_public, synced_version, list_version, capacity_error FROM door WHERE id = ?"
+)
+
+
+def receipt_on(sql: Sql, door_id: str, payload: bytes) -> Receipt:
+    """:func:`accept_receipt` on raw statements: the door's row locked, read and written
+    once (not at all when nothing changes)."""
+    row = sql.row(_DOOR_RECEIPT + sql.lock(), [door_id])
+    if row is None:
+        raise NotFoundError(f"no door {door_id!r}")
+    identity, synced, listed, capacity_error = bytes(row[0]), row[1], row[2], row[3]
+    receipt = Receipt.verified_from_bytes(payload, identity_key(identity))
+    if receipt.door_id.hex() != door_id:
         raise WrongDoorError("receipt is from another door")
-    known = session.get(DoorVersion, (door.id, receipt.list_version))
-    matches = (known is not None and known.digest == receipt.list_digest) or (
-        receipt.list_version == 0
-        and receipt.list_digest == CredentialList.empty(bytes.fromhex(door.id)).digest
+    known = sql.row(
+        "SELECT digest FROM door_version WHERE door_id = ? AND version = ?",
+        [door_id, receipt.list_version],
     )
-    if matches and receipt.list_version > door.synced_version:
-        door.synced_version = receipt.list_version
+    matches = (known is not None and bytes(known[0]) == receipt.list_digest) or (
+        receipt.list_version == 0
+        and receipt.list_digest == CredentialList.empty(bytes.fromhex(door_id)).digest
+    )
+    new_synced, new_error = synced, capacity_error
+    if matches and receipt.list_version > synced:
+        new_synced = receipt.list_version
     if receipt.status is ReceiptStatus.CAPACITY_EXCEEDED:
-        door.capacity_error = (
+        new_error = (
             f"the lock's credential store is full: version {receipt.requested_version} was refused"
         )
-    elif matches and receipt.list_version >= door.list_version:
-        door.capacity_error = None
+    elif matches and receipt.list_version >= listed:
+        new_error = None
+    if (new_synced, new_error) != (synced, capacity_error):
+        sql.run(
+            "UPDATE door SET synced_version = ?, capacity_error = ? WHERE id = ?",
+            [new_synced, new_error, door_id],
+        )
     return receipt
+
+
+@lru_cache(maxsize=4096)
+def identity_key(identity_public: bytes) -> Ed25519PublicKey:
+    """A lock's identity key, parsed once (keys are immutable: the bytes are the key)."""
+    return ed25519_public_from_bytes(bytes(identity_public))
 
 
 # --- catch-up bundles and key rotations for MQTT doors (used by cloud.mqtt_bridge) --------
@@ -692,10 +727,37 @@ def queue_bundle(
     cache: BundleCache,
 ) -> None:
     """Queue the door's bundle from ``base`` to its current version, retained (§10)."""
-    frame = bundle_frame(session, door, base, key=key, random=random, cache=cache)
-    topic = door_topic(bytes.fromhex(door.id), "bundle")
-    session.add(MqttOutbox(topic=topic, payload=frame, retain=True))
-    note_outbox(session)
+    with Sql(session, writes=False) as sql:
+        queue_bundle_on(sql, door.id, base, key=key, random=random, cache=cache)
+
+
+def queue_bundle_on(
+    sql: Sql,
+    door_id: str,
+    base: int,
+    *,
+    key: SigningKey,
+    random: Callable[[int], bytes],
+    cache: BundleCache,
+) -> None:
+    """:func:`queue_bundle` on raw statements."""
+    row = sql.row("SELECT sealing_public, list_version FROM door WHERE id = ?", [door_id])
+    if row is None:
+        raise NotFoundError(f"no door {door_id!r}")
+    frame = door_bundle(
+        sql, door_id, bytes(row[0]), base, row[1], key=key, random=random, cache=cache
+    )
+    _outbox(sql, [(door_topic(bytes.fromhex(door_id), "bundle"), frame, True)])
+
+
+def _outbox(sql: Sql, frames: list[tuple[str, bytes, bool]]) -> None:
+    """Queue ``(topic, payload, retain)`` frames for the MQTT bridge."""
+    sql.run_many(
+        "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)",
+        [(topic, payload, retain, False) for topic, payload, retain in frames],
+    )
+    if frames:
+        note_outbox(sql.session)
 
 
 def rotation_frames(session: Session, *, after: int) -> list[bytes]:
@@ -714,9 +776,16 @@ def queue_rotations(session: Session, *, after: int, topic: str) -> int:
     Only the newest is retained, as ``topic`` holds the newest rotation (§10). Locks at
     other epochs answer the older ones with KEY_ROTATION_ORDER and change nothing.
     """
-    frames = rotation_frames(session, after=after)
-    for index, frame in enumerate(frames):
-        session.add(MqttOutbox(topic=topic, payload=frame, retain=index == len(frames) - 1))
-    if frames:
-        note_outbox(session)
+    with Sql(session, writes=False) as sql:
+        return queue_rotations_on(sql, after=after, topic=topic)
+
+
+def queue_rotations_on(sql: Sql, *, after: int, topic: str) -> int:
+    """:func:`queue_rotations` on raw statements."""
+    rows = sql.rows(
+        "SELECT rotation FROM cloud_key WHERE epoch > ? AND rotation IS NOT NULL ORDER BY epoch",
+        [after],
+    )
+    frames = [bytes(frame) for (frame,) in rows]
+    _outbox(sql, [(topic, frame, n == len(frames) - 1) for n, frame in enumerate(frames)])
     return len(frames)

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol import TimeSync
@@ -34,9 +33,15 @@ from protocol.cloud_messages import NO_CHALLENGE
 
 from .errors import InvalidInputError, NotFoundError
 from .keys import SigningKey
-from .models import Door
+from .sql import Sql
 
-__all__ = ["MIN_CORRECTION_S", "TimeSyncIssued", "issue_time_sync", "needs_time_sync"]
+__all__ = [
+    "MIN_CORRECTION_S",
+    "TimeSyncIssued",
+    "issue_time_sync",
+    "needs_time_sync",
+    "time_sync_on",
+]
 
 MIN_CORRECTION_S: Final = 2
 """A lock whose clock is off by at most this many seconds needs no TIME_SYNC."""
@@ -83,23 +88,48 @@ def issue_time_sync(
     is ``NO_CHALLENGE``, or a time outside u32, and :class:`~cloud.errors.NotFoundError`
     for an unknown door; both before anything changes.
     """
+    with Sql(session) as sql:
+        return time_sync_on(
+            sql,
+            door_id,
+            challenge=challenge,
+            lock_time=lock_time,
+            now=now,
+            key=key,
+            tolerance_s=tolerance_s,
+        )
+
+
+def time_sync_on(
+    sql: Sql,
+    door_id: str,
+    *,
+    challenge: bytes,
+    lock_time: int,
+    now: int,
+    key: SigningKey,
+    tolerance_s: int = MIN_CORRECTION_S,
+) -> TimeSyncIssued:
+    """:func:`issue_time_sync` on raw statements (the door's row locked, then written)."""
     _check_request(challenge, lock_time, now, tolerance_s)
-    door = _lock_door(session, door_id)
+    row = sql.row(f"SELECT time_sync_seq FROM door WHERE id = ?{sql.lock()}", [door_id])
+    if row is None:
+        raise NotFoundError(f"no door {door_id!r}")
     if not needs_time_sync(lock_time, now, tolerance_s=tolerance_s):
-        return TimeSyncIssued(door_id=door.id, cloud_time=now, lock_time=lock_time)
-    if door.time_sync_seq >= U32_MAX:
+        return TimeSyncIssued(door_id=door_id, cloud_time=now, lock_time=lock_time)
+    if row[0] >= U32_MAX:
         raise InvalidInputError(f"door {door_id}: its TIME_SYNC sequence is exhausted")
-    door.time_sync_seq += 1
+    sequence = int(row[0]) + 1
+    sql.run("UPDATE door SET time_sync_seq = ? WHERE id = ?", [sequence, door_id])
     sync = TimeSync(
-        door_id=bytes.fromhex(door.id),
+        door_id=bytes.fromhex(door_id),
         key_epoch=key.epoch,
-        sequence=door.time_sync_seq,
+        sequence=sequence,
         cloud_time=now,
         challenge=challenge,
     ).signed(key.private)
-    session.flush()
     return TimeSyncIssued(
-        door_id=door.id,
+        door_id=door_id,
         cloud_time=now,
         lock_time=lock_time,
         frame=sync.to_frame(),
@@ -120,12 +150,3 @@ def _check_request(challenge: bytes, lock_time: int, now: int, tolerance_s: int)
     for name, value in (("lock_time", lock_time), ("the cloud's clock", now)):
         if not 0 <= value <= U32_MAX:
             raise InvalidInputError(f"{name} must be unix seconds within u32, got {value}")
-
-
-def _lock_door(session: Session, door_id: str) -> Door:
-    """The door's row, locked for this transaction and read fresh (as :mod:`cloud.sync`)."""
-    query = select(Door).where(Door.id == door_id).with_for_update()
-    door = session.scalars(query.execution_options(populate_existing=True)).one_or_none()
-    if door is None:
-        raise NotFoundError(f"no door {door_id!r}")
-    return door
