@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
 
 from cloud.db import checkpointer_of, create_schema, make_engine, session_factory
 from cloud.models import MqttOutbox
 from cloud.raw_tx import raw_service
 from cloud.sync import BundleCache
-from cloud.wal_checkpoint import BACKSTOP_PAGES, IDLE_S
+from cloud.wal_checkpoint import BACKSTOP_PAGES, IDLE_S, Checkpointer
 
 ENDS_WITHIN_S = IDLE_S + 10.0
 """The thread ends IDLE_S after the last commit; the rest is slack for a loaded machine."""
@@ -32,67 +36,65 @@ def _rows_in_file_alone(database: Path, table: str) -> int:
         connection.close()
 
 
-def test_session_commits_are_checkpointed_by_the_thread_which_then_ends(tmp_path: Path) -> None:
-    database = tmp_path / "cloud.db"
-    engine = make_engine(f"sqlite:///{database}")
-    try:
-        create_schema(engine)
-        checkpointer = checkpointer_of(engine)
-        assert checkpointer is not None
-        checkpointer.join(ENDS_WITHIN_S)  # the schema's commits woke it: let it finish
-        before = checkpointer.checkpoints
-        sessions = session_factory(engine)
-        for n in range(20):
-            with sessions.begin() as session:
-                session.add(MqttOutbox(topic=f"t/{n}", payload=b"frame", retain=False))
-        checkpointer.join(ENDS_WITHIN_S)
-        assert not checkpointer.running()
-        assert checkpointer.checkpoints > before
-        assert _rows_in_file_alone(database, "mqtt_outbox") == 20
-        with engine.connect() as connection:
-            pragma = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
-        assert pragma == BACKSTOP_PAGES
-    finally:
-        engine.dispose()
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite file cloud whose checkpointer has finished with the schema's commits."""
+    made = make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    create_schema(made)
+    _checkpointer(made).join(ENDS_WITHIN_S)
+    yield made
+    made.dispose()
 
 
-def test_raw_transactions_wake_the_thread_too(tmp_path: Path) -> None:
-    database = tmp_path / "cloud.db"
-    engine = make_engine(f"sqlite:///{database}")
-    try:
-        create_schema(engine)
-        checkpointer = checkpointer_of(engine)
-        assert checkpointer is not None
-        checkpointer.join(ENDS_WITHIN_S)
-        before = checkpointer.checkpoints
-        with raw_service(engine, 0, bytes, BundleCache()) as cloud:
-            assert cloud.raw is not None
-            cloud.raw.run(
-                "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, 0, 0)",
-                ["t", b"frame"],
-            )
-        checkpointer.join(ENDS_WITHIN_S)
-        assert checkpointer.checkpoints > before
-        assert _rows_in_file_alone(database, "mqtt_outbox") == 1
-    finally:
-        engine.dispose()
+def _checkpointer(engine: Engine) -> Checkpointer:
+    checkpointer = checkpointer_of(engine)
+    assert checkpointer is not None
+    return checkpointer
 
 
-def test_a_thread_ended_starts_again_on_the_next_commit(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
-    try:
-        create_schema(engine)
-        checkpointer = checkpointer_of(engine)
-        assert checkpointer is not None
-        checkpointer.join(ENDS_WITHIN_S)
-        assert not checkpointer.running()
-        before = checkpointer.checkpoints
-        with session_factory(engine).begin() as session:
-            session.add(MqttOutbox(topic="t", payload=b"frame", retain=False))
-        checkpointer.join(ENDS_WITHIN_S)
-        assert checkpointer.checkpoints > before
-    finally:
-        engine.dispose()
+def _database(engine: Engine) -> Path:
+    assert engine.url.database is not None
+    return Path(engine.url.database)
+
+
+def test_session_commits_are_checkpointed_by_the_thread_which_then_ends(engine: Engine) -> None:
+    checkpointer = _checkpointer(engine)
+    before = checkpointer.checkpoints
+    sessions = session_factory(engine)
+    for n in range(20):
+        with sessions.begin() as session:
+            session.add(MqttOutbox(topic=f"t/{n}", payload=b"frame", retain=False))
+    checkpointer.join(ENDS_WITHIN_S)
+    assert not checkpointer.running()
+    assert checkpointer.checkpoints > before
+    assert _rows_in_file_alone(_database(engine), "mqtt_outbox") == 20
+    with engine.connect() as connection:
+        pragma = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+    assert pragma == BACKSTOP_PAGES
+
+
+def test_raw_transactions_wake_the_thread_too(engine: Engine) -> None:
+    checkpointer = _checkpointer(engine)
+    before = checkpointer.checkpoints
+    with raw_service(engine, 0, bytes, BundleCache()) as cloud:
+        assert cloud.raw is not None
+        cloud.raw.run(
+            "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, 0, 0)",
+            ["t", b"frame"],
+        )
+    checkpointer.join(ENDS_WITHIN_S)
+    assert checkpointer.checkpoints > before
+    assert _rows_in_file_alone(_database(engine), "mqtt_outbox") == 1
+
+
+def test_a_thread_ended_starts_again_on_the_next_commit(engine: Engine) -> None:
+    checkpointer = _checkpointer(engine)
+    assert not checkpointer.running()
+    before = checkpointer.checkpoints
+    with session_factory(engine).begin() as session:
+        session.add(MqttOutbox(topic="t", payload=b"frame", retain=False))
+    checkpointer.join(ENDS_WITHIN_S)
+    assert checkpointer.checkpoints > before
 
 
 def test_in_memory_and_postgres_engines_have_no_checkpointer() -> None:
