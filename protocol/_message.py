@@ -5,6 +5,10 @@ fields are validated in ``__post_init__`` and whose payload layout is one compil
 ``construct`` struct (``_FORMAT``) with the same field names. ``to_bytes`` /
 ``from_bytes`` convert the payload; ``to_frame`` / :func:`decode_message` add the
 frame envelope and dispatch on the message type through :data:`REGISTRY`.
+A hot message may override :meth:`SignedMessage.body_bytes` and
+``_parse_body`` with hand-written ``struct`` code; ``_FORMAT`` then stays the
+normative declaration, and a property test must prove the two agree byte for
+byte and error for error (``AuditBatch``: ``tests/test_audit_codec_speed.py``).
 
 A :class:`SignedMessage` payload is ``body || signature`` with a 64-byte Ed25519
 signature over ``context || body``. :meth:`SignedMessage.verified_from_bytes`
