@@ -222,7 +222,8 @@ class Controller:
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Process one event at clock reading ``now``; return the actions, in order."""
-        self._expire(now)
+        if now >= self._next_expiry:  # the common case (a sweep this second) costs one compare
+            self._expire(now)
         handler = _EVENT_HANDLERS.get(type(event))
         if handler is None:
             raise TypeError(f"not a controller event: {event!r}")
@@ -252,8 +253,10 @@ class Controller:
         self._next_expiry = now + 1.0  # sweep at most once per second of lock time
         self._lockout.expire(now)
         self._keypad.expire(now)
-        self._cards = {u: c for u, c in self._cards.items() if c[1] > now}
-        self._issued = {c: t for c, t in self._issued.items() if t > now}
+        if self._cards:
+            self._cards = {u: c for u, c in self._cards.items() if c[1] > now}
+        if self._issued:
+            self._issued = {c: t for c, t in self._issued.items() if t > now}
 
     # --- plumbing: records before effects -----------------------------------------------
 

@@ -54,10 +54,12 @@ class Lockout:
 
     def expire(self, now: float) -> None:
         """Forget lockouts and failure windows that are over (bounds memory)."""
-        self._until = {k: t for k, t in self._until.items() if t > now}
-        self._attempts = {
-            k: d for k, d in self._attempts.items() if d and d[-1] > now - self.window
-        }
+        if self._until:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+        if self._attempts:
+            self._attempts = {
+                k: d for k, d in self._attempts.items() if d and d[-1] > now - self.window
+            }
 
 
 class KeypadBuffer:

@@ -10,7 +10,10 @@ a power cut the lock holds the state before or after that event, never a mix.
 re-checking the signed digest of every list change it replays.
 
 Both encodings are declared with ``construct`` and bounded by the decoders of
-``protocol``; a corrupt image raises :class:`CorruptStateError`.
+``protocol``; a corrupt image raises :class:`CorruptStateError`. The card-tap hot
+path writes them with ``struct`` instead (audit and battery records; the audit
+events of a snapshot from each event's cached encoding), and
+``tests/test_tap_speed.py`` checks the bytes equal the declared formats' own.
 """
 
 from __future__ import annotations
@@ -178,7 +181,7 @@ RecordFormat = Struct(
 TransactionFormat = Struct(
     "magic" / Const(b"LKT1"), "records" / PrefixedArray(Int32ub, RecordFormat)
 ).compile()
-SnapshotFormat = Struct(
+_SNAPSHOT_HEAD = (
     "magic" / Const(b"LKS1"),
     "door_id" / Bytes(16),
     "property_id" / Bytes(16),
@@ -191,12 +194,21 @@ SnapshotFormat = Struct(
     "list_changed_at" / Int32ub,
     "audit_next_seq" / Int32ub,
     "audit_lost" / Int32ub,
-    "audit_events" / PrefixedArray(Int32ub, EventFormat),
+)
+_SNAPSHOT_TAIL = (
     "clock_offset" / Int64sb,
     "time_sync_seq" / Int32ub,
     "boot_count" / Int32ub,
     "battery_used_mah" / Float64b,
+)
+SnapshotFormat = Struct(
+    *_SNAPSHOT_HEAD, "audit_events" / PrefixedArray(Int32ub, EventFormat), *_SNAPSHOT_TAIL
 ).compile()
+_SnapshotHead = Struct(*_SNAPSHOT_HEAD).compile()
+_SnapshotTail = Struct(*_SNAPSHOT_TAIL).compile()
+"""The snapshot is built in three parts (the audit events from their cached encodings,
+:meth:`protocol.AuditEvent.to_bytes`); a test checks that the parts joined equal
+``SnapshotFormat.build``."""
 
 
 def _record_body(record: Record) -> dict[str, Any]:
@@ -218,21 +230,16 @@ def encode_transaction(records: Sequence[Record]) -> bytes:
     Audit and battery records (the card-check hot path) are packed with
     ``struct``; a test checks that this matches the construct declaration.
     """
-    parts = [b"LKT1", len(records).to_bytes(4, "big")]
-    parts += [_encode_record(r) for r in records]
-    return b"".join(parts)
+    return b"".join((b"LKT1", len(records).to_bytes(4, "big"), *map(_encode_record, records)))
 
 
-_EVENT_HEAD = struct.Struct(">BIIBBB")  # tag, seq, time, kind, reason, id length
 _BATTERY = struct.Struct(">Bd")
 _RECORD_ONE = RecordFormat.compile()
 
 
 def _encode_record(record: Record) -> bytes:
-    if isinstance(record, AuditAppended):
-        e = record.event
-        head = _EVENT_HEAD.pack(2, e.seq, e.time, e.kind, e.reason, len(e.credential_id))
-        return head + e.credential_id + e.detail.to_bytes(4, "big")
+    if isinstance(record, AuditAppended):  # tag 2, then the event (encoded once, cached)
+        return b"\x02" + record.event.to_bytes()
     if isinstance(record, BatteryUsed):
         return _BATTERY.pack(7, record.mah)
     return bytes(_RECORD_ONE.build({"tag": _TAGS[type(record)], "body": _record_body(record)}))
@@ -333,30 +340,35 @@ class LockState:
         self.battery_used_mah = _battery(record.mah)
 
     def to_snapshot(self) -> bytes:
-        """The whole state as one snapshot blob."""
+        """The whole state as one snapshot blob (:data:`SnapshotFormat`)."""
         i, a = self.identity, self.audit
-        return bytes(
-            SnapshotFormat.build(
-                {
-                    "door_id": i.door_id,
-                    "property_id": i.property_id,
-                    "identity_seed": i.identity_seed,
-                    "sealing_private": i.sealing_private,
-                    "doorcode_secret": i.doorcode_secret,
-                    "cloud_epoch": self.cloud.epoch,
-                    "cloud_key": self.cloud.public_key,
-                    "credential_list": self.held.to_bytes(),
-                    "list_changed_at": self.list_changed_at,
-                    "audit_next_seq": a.next_seq,
-                    "audit_lost": a.lost,
-                    "audit_events": [e.to_container() for e in a.events()],
-                    "clock_offset": self.clock_offset,
-                    "time_sync_seq": self.time_sync_seq,
-                    "boot_count": self.boot_count,
-                    "battery_used_mah": self.battery_used_mah,
-                }
-            )
+        events = tuple(a.events())
+        head = _SnapshotHead.build(
+            {
+                "door_id": i.door_id,
+                "property_id": i.property_id,
+                "identity_seed": i.identity_seed,
+                "sealing_private": i.sealing_private,
+                "doorcode_secret": i.doorcode_secret,
+                "cloud_epoch": self.cloud.epoch,
+                "cloud_key": self.cloud.public_key,
+                "credential_list": self.held.to_bytes(),
+                "list_changed_at": self.list_changed_at,
+                "audit_next_seq": a.next_seq,
+                "audit_lost": a.lost,
+            }
         )
+        tail = _SnapshotTail.build(
+            {
+                "clock_offset": self.clock_offset,
+                "time_sync_seq": self.time_sync_seq,
+                "boot_count": self.boot_count,
+                "battery_used_mah": self.battery_used_mah,
+            }
+        )
+        count = len(events).to_bytes(4, "big")
+        encoded = [event.to_bytes() for event in events]  # each event encodes once, then cached
+        return b"".join((head, count, *encoded, tail))
 
     @classmethod
     def from_snapshot(cls, data: bytes, *, audit_capacity: int) -> LockState:

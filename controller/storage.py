@@ -9,8 +9,9 @@ The image holds two slots, A and B (``slot-a.img``, ``slot-b.img``). A slot is::
     record   ... one per transaction appended after it (kind 2, seq 1, 2, ...)
 
 Integers are big-endian; each CRC-32 (``zlib.crc32``) covers the bytes before it in
-its header or record. Headers are declared with ``construct``; CRCs are computed
-outside it, and checked before anything is parsed.
+its header or record. Headers are declared with ``construct`` (record heads are packed
+with an equivalent ``struct``, the per-tap append path); CRCs are computed outside it,
+and checked before anything is parsed.
 
 * ``append`` writes one record at the end of the active slot's valid log, in one write
   followed by flush and fsync. A torn tail left by a power cut is truncated first.
@@ -37,6 +38,7 @@ a power cut at the k-th low-level write.
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -86,6 +88,8 @@ HEADER_SIZE = _Header.sizeof() + CRC_SIZE
 RECORD_HEAD_SIZE = _RecordHead.sizeof()
 RECORD_OVERHEAD = RECORD_HEAD_SIZE + CRC_SIZE
 _GENERATION_END = 13  # the header bytes before its CRC
+_HEAD_PACK = struct.Struct(">IBQ")
+"""``_RecordHead`` packed with ``struct``: the append hot path (tests check both agree)."""
 _FileAction = Callable[[BinaryIO], object]
 
 
@@ -197,6 +201,9 @@ class MemoryMedium(Medium):
 
     def write(self, slot: int, offset: int, data: bytes) -> None:
         buf = self.slots[slot] = self.slots[slot] or bytearray()
+        if offset == len(buf):  # an append: no gap to fill, nothing to overwrite
+            buf += data
+            return
         buf.extend(bytes(max(0, offset - len(buf))))
         buf[offset : offset + len(data)] = data
 
@@ -291,9 +298,8 @@ def _encode_header(generation: int) -> bytes:
 
 
 def _encode_record(kind: _Kind, sequence: int, payload: bytes) -> bytes:
-    head = _RecordHead.build({"length": len(payload), "kind": kind, "sequence": sequence})
-    body = bytes(head) + payload
-    return body + _crc(body)
+    body = _HEAD_PACK.pack(len(payload), kind, sequence) + payload
+    return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 
 def _decode_header(head: bytes) -> int:
@@ -326,14 +332,14 @@ def _decode_record(data: bytes, offset: int, kind: _Kind, sequence: int) -> tupl
     """Check the record at ``offset``; return its payload and the offset after it."""
     if len(data) - offset < RECORD_HEAD_SIZE:
         raise _Invalid(f"torn record header at byte {offset}")
-    fields = _RecordHead.parse(data[offset : offset + RECORD_HEAD_SIZE])
-    end = offset + RECORD_OVERHEAD + fields.length
+    length, got_kind, got_sequence = _HEAD_PACK.unpack_from(data, offset)
+    end = offset + RECORD_OVERHEAD + length
     if end > len(data):
         raise _Invalid(f"record at byte {offset} is cut short ({len(data) - offset} of {end})")
     if _crc(memoryview(data)[offset : end - CRC_SIZE]) != data[end - CRC_SIZE : end]:
         raise _Invalid(f"record CRC mismatch at byte {offset}")
-    if (fields.kind, fields.sequence) != (kind, sequence):
-        got = f"kind {fields.kind} seq {fields.sequence}"
+    if (got_kind, got_sequence) != (kind, sequence):
+        got = f"kind {got_kind} seq {got_sequence}"
         raise _Invalid(f"record at byte {offset} is {got}; expected kind {kind} seq {sequence}")
     return data[offset + RECORD_HEAD_SIZE : end - CRC_SIZE], end
 

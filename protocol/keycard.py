@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import algorithms
@@ -57,6 +58,8 @@ MIN_MASTER_KEY_SIZE = 16
 
 _RESPONSE_LABEL = b"LK1-CARD"
 _KEY_INFO_LABEL = b"LK1-CARD-KEY"
+_KEYED_MACS = 8_192
+"""Cards whose keyed CMAC state :func:`_keyed_mac` keeps (about 1 KiB each)."""
 
 
 _BYTES_TYPES = (bytes, bytearray, memoryview)
@@ -81,10 +84,24 @@ def _check_challenge(challenge: bytes) -> None:
         raise UsageError(f"a card challenge must be {CARD_CHALLENGE_SIZE} bytes")
 
 
+@lru_cache(maxsize=_KEYED_MACS)
+def _keyed_mac(key: bytes, uid: bytes) -> CMAC:
+    """A CMAC under ``key`` that has already absorbed the label and the length-prefixed uid.
+
+    Setting up an AES-CMAC context (key checks, key schedule, subkeys) is most of the cost
+    of a response; a tap only adds the challenge. The returned context is only ever
+    copied, never updated or finalised, so sharing it is safe. The cache is bounded and
+    keyed by the key itself, so a card whose key changes gets a fresh context.
+    """
+    mac = CMAC(algorithms.AES(key))
+    mac.update(_RESPONSE_LABEL + len(uid).to_bytes(1, "big") + uid)
+    return mac
+
+
 def _cmac(key: bytes, uid: bytes, challenge: bytes) -> bytes:
     """Compute the tag over the labelled, length-prefixed uid and the challenge."""
-    mac = CMAC(algorithms.AES(bytes(key)))
-    mac.update(b"".join((_RESPONSE_LABEL, len(uid).to_bytes(1, "big"), uid, challenge)))
+    mac = _keyed_mac(bytes(key), bytes(uid)).copy()
+    mac.update(challenge)
     return mac.finalize()
 
 
@@ -106,13 +123,13 @@ def verify_card_response(key: bytes, uid: bytes, challenge: bytes, response: byt
     The comparison is constant-time. Any argument of the wrong length or type yields
     ``False``: this never raises, whatever bytes a card (or a cloner) sent.
     """
-    if not (_is_bytes(key) and len(key) == CARD_KEY_SIZE):
+    if not (isinstance(key, _BYTES_TYPES) and len(key) == CARD_KEY_SIZE):
         return False
-    if not (_is_bytes(uid) and len(uid) in CARD_UID_SIZES):
+    if not (isinstance(uid, _BYTES_TYPES) and len(uid) in CARD_UID_SIZES):
         return False
-    if not (_is_bytes(challenge) and len(challenge) == CARD_CHALLENGE_SIZE):
+    if not (isinstance(challenge, _BYTES_TYPES) and len(challenge) == CARD_CHALLENGE_SIZE):
         return False
-    if not (_is_bytes(response) and len(response) == CARD_RESPONSE_SIZE):
+    if not (isinstance(response, _BYTES_TYPES) and len(response) == CARD_RESPONSE_SIZE):
         return False
     return hmac.compare_digest(_cmac(key, uid, challenge), bytes(response))
 
