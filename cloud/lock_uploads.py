@@ -23,12 +23,10 @@ from sqlalchemy.orm import Session
 from protocol import AuditAck, AuditBatch, AuditEvent, AuditEventKind, Reason
 
 from .errors import InvalidInputError, NotFoundError
-from .models import Door, MqttOutbox
+from .keys import key_of
+from .models import MqttOutbox
 from .sql import Sql, marks
 from .sync import identity_key, note_outbox, receipt_on
-
-if TYPE_CHECKING:
-    from .keys import SigningKey
 
 __all__ = ["AuditStored", "LockUploads"]
 
@@ -39,11 +37,6 @@ class LockUploads:
     if TYPE_CHECKING:
         session: Session
         now: int
-
-        @property
-        def key(self) -> SigningKey: ...
-
-        def door(self, door_id: str) -> Door: ...
 
         def _sql(self, *, writes: bool = True) -> AbstractContextManager[Sql]: ...
 
@@ -98,7 +91,8 @@ class LockUploads:
                     row = sql.row(_DOOR_AUDIT + sql.lock(), [door_id])
                     assert row is not None, "a door row cannot go while people are locked"
             _, next_seq, gaps, key_epoch, last_seen = row
-            key_epoch = _learned_epoch(key_epoch, batch, self.key.epoch)
+            key = key_of(sql)
+            key_epoch = _learned_epoch(key_epoch, batch, key.epoch)
             gap = batch.first_seq > next_seq
             if gap:
                 # §6.5 step 3: nothing stored. The lock still holds the missing events (it
@@ -136,7 +130,6 @@ class LockUploads:
                 " WHERE id = ?",
                 [next_seq, gaps, key_epoch, last_seen, door_id],
             )
-        key = self.key
         ack = AuditAck(door_id=batch.door_id, key_epoch=key.epoch, up_to_seq=next_seq - 1)
         return AuditStored(ack.signed(key.private), gap)
 

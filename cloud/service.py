@@ -346,17 +346,14 @@ class CloudService(LockUploads):
 
     def doors_accepting(self, uid: str) -> list[str]:
         """Doors whose lock has not yet received the revocation of ``uid``."""
-        rows = self.session.execute(
-            select(DoorEntry, Door)
-            .join(Door, Door.id == DoorEntry.door_id)
-            .where(
-                DoorEntry.kind == int(CredentialKind.KEYCARD),
-                DoorEntry.credential_id == uid.lower(),
+        with self._sql(writes=False) as sql:
+            rows = sql.rows(
+                "SELECT d.id FROM door_entry e JOIN door d ON d.id = e.door_id"
+                " WHERE e.kind = ? AND e.credential_id = ?"
+                " AND e.changed_version > d.synced_version",
+                [int(CredentialKind.KEYCARD), uid.lower()],
             )
-        )
-        return sorted(
-            door.id for entry, door in rows if entry.changed_version > door.synced_version
-        )
+        return sorted(door_id for (door_id,) in rows)
 
     def person_status(self, person_id: str) -> PersonStatus:
         person = self.person(person_id)

@@ -16,12 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import UnboundExecutionError
 
 from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
-from cloud.models import CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox, Phone
+from cloud.models import AuditRecord, CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox, Phone
 from cloud.raw_tx import raw_service
 from cloud.service import CloudService
-from cloud.sync import took_outbox
-from protocol import ReceiptStatus
+from cloud.sync import bundle_frame, took_outbox
+from protocol import AuditBatch, ReceiptStatus
 from tests.cloud_world import CloudWorld, world_at
+from tests.test_cloud_key_epochs import audit_batch
 
 
 @pytest.fixture
@@ -133,6 +134,42 @@ def test_a_phone_logs_in_and_fetches_bundles_on_the_raw_path(world: CloudWorld) 
         assert receipt.status is ReceiptStatus.OK
     with world.service() as session_cloud:
         assert session_cloud.pending_bundles(ana) != {}  # receipts not uploaded yet: pending
+
+
+def test_a_lost_card_and_an_audit_upload_run_on_the_raw_path(world: CloudWorld) -> None:
+    """Report lost (with the doors still accepting the card) and a lock's audit batch, each
+    in a raw transaction: the same outcome a session's transaction gives."""
+    ana, maya = world.seed.people["Ana Ruiz"], world.seed.managers["Maya Chen"]
+    uid, _ = world.seed.cards["card-1"]
+    with _raw(world) as cloud:
+        cloud.activate_on_behalf(maya, ana, uid)
+    lobby = world.seed.doors["Tower lobby"]
+    world.sync_door(lobby)
+    with _raw(world) as cloud:
+        changes, accepting = cloud.report_lost(ana, uid, manager_id=maya)
+    assert lobby in accepting and {c.door_id for c in changes} >= set(accepting)
+    receipt = world.deliver(lobby, _pending_frame(world, lobby))
+    with _raw(world) as cloud:
+        assert cloud.receipt(lobby, receipt.to_bytes()) == receipt.list_version
+        assert lobby not in cloud.doors_accepting(uid)
+    batch = audit_batch(world, world.locks[lobby])
+    with _raw(world) as cloud:
+        ack = cloud.upload_audit(lobby, batch)
+    assert ack.up_to_seq == AuditBatch.from_bytes(batch).last_seq
+    assert _count(world, AuditRecord) == ack.up_to_seq
+
+
+def _pending_frame(world: CloudWorld, door_id: str) -> bytes:
+    with world.service() as cloud:
+        door = cloud.door(door_id)
+        return bundle_frame(
+            cloud.session,
+            door,
+            door.synced_version,
+            key=cloud.key,
+            random=world.random,
+            cache=world.cache,
+        )
 
 
 def test_orm_operations_are_refused_on_the_raw_path(world: CloudWorld) -> None:
