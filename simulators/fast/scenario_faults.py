@@ -286,7 +286,6 @@ class Faults:
         run = self.run
         run.cloud_up = True
         run.cache = bundle_cache(len(run.doors))  # a new process: none of the old one's memory
-        run.signing_key = run.read_key()
         held, run.held_for_cloud = run.held_for_cloud, []
         log.add("held", len(held))
         for callback in held:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.service import CloudService
 from controller.events import AccessDecided, Action
 from controller.runtime import LockRuntime
 from controller.storage import Medium
@@ -184,3 +185,11 @@ class PendingDoors:
 def decision_of(actions: list[Action]) -> Reason | None:
     """The reason of the access decision among a lock's actions (None: it made none)."""
     return next((a.reason for a in actions if isinstance(a, AccessDecided)), None)
+
+
+def synced_version(cloud: CloudService, door_id: str) -> int:
+    """The version the cloud holds a receipt for, read in ``cloud``'s transaction."""
+    with cloud.statements(writes=False) as sql:
+        row = sql.row("SELECT synced_version FROM door WHERE id = ?", [door_id])
+    assert row is not None, f"no door {door_id!r} in the scenario's cloud"
+    return int(row[0])

@@ -54,12 +54,10 @@ from operator import attrgetter
 from sqlalchemy import false, func, select
 
 from cloud.errors import CloudError
-from cloud.keys import SigningKey, current_key
 from cloud.models import AuditRecord, Door, DoorVersion, MqttOutbox
 from cloud.mqtt_ingest import claim_unsent, ingest_audit, ingest_receipt, mark_sent, record_hello
 from cloud.raw_tx import raw_service
 from cloud.service import CloudService
-from cloud.sql import Sql
 from cloud.sync import took_outbox
 from controller.events import (
     MQTT,
@@ -96,6 +94,7 @@ from .scenario_parts import (
     SimPerson,
     SimPhone,
     decision_of,
+    synced_version,
 )
 from .scenario_setup import ScenarioSetup, build_world, lock_config
 from .scenario_visit import Visits
@@ -110,19 +109,6 @@ AUDIT_FLUSH_EVENTS = 200
 SAMPLES = 240
 """Audit-completeness samples (and progress reports) over a run."""
 _AUDIT_MADE = attrgetter("audit_made")
-
-
-class _Cloud(CloudService):
-    """The cloud service with its signing key read once per run (and after a restart),
-    not once per use: :attr:`CloudService.key` reads the key row and re-derives the
-    Ed25519 key at every use. Scenarios never rotate the key; every rule and statement is
-    the service's own."""
-
-    signing_key: SigningKey
-
-    @property
-    def key(self) -> SigningKey:
-        return self.signing_key
 
 
 class ScenarioRun:
@@ -145,7 +131,6 @@ class ScenarioRun:
         self.setup: ScenarioSetup = build_world(scenario, lambda n: clocks[n])
         self.config = lock_config()
         self.cache = self.setup.cache
-        self.signing_key = self.read_key()
         self.doors = self._make_doors(clocks)
         self.door_index = {door.spec.id: door.spec.index for door in self.doors}
         self.people = self._make_people()
@@ -165,10 +150,6 @@ class ScenarioRun:
         self._start()
 
     # --- construction -------------------------------------------------------------------
-
-    def read_key(self) -> SigningKey:
-        with self.setup.sessions() as session:
-            return current_key(session)
 
     def _make_doors(self, clocks: list[LockClock]) -> list[SimDoor]:
         net = random.Random(f"scenario {self.scenario.seed} network")
@@ -239,29 +220,16 @@ class ScenarioRun:
     # --- the cloud ----------------------------------------------------------------------
 
     @contextmanager
-    def cloud(self, *, count: bool = True) -> Iterator[CloudService]:
-        """One cloud transaction at the current virtual time; then schedule the drain.
-        ``count=False``: the second transaction of one request (see :meth:`raw_cloud`)."""
-        if count:
-            self.count("cloud_transactions")
-        with self.setup.sessions.begin() as session:
-            cloud = _Cloud(session, self.cloud_now(), self.setup.cloud_random, self.cache)
-            cloud.signing_key = self.signing_key
-            yield cloud
-        if took_outbox(session):
-            self.schedule_drain()
-
-    @contextmanager
-    def raw_cloud(self) -> Iterator[Sql]:
-        """One cloud transaction on a raw DB-API connection (:func:`cloud.raw_tx.
-        raw_service`: without an ORM session's begin and commit, about 0.5 ms here), for
-        a request that mostly only reads. Should it need the ORM after all, it continues in
-        :meth:`cloud` with ``count=False``: one request, one counted transaction."""
+    def cloud(self) -> Iterator[CloudService]:
+        """One cloud transaction at the current virtual time, on raw statements
+        (:func:`cloud.raw_tx.raw_service`: the service's rules and sync engine without an
+        ORM session's begin, flush and commit); then schedule the drain."""
         self.count("cloud_transactions")
         now = self.cloud_now()
         with raw_service(self.setup.engine, now, self.setup.cloud_random, self.cache) as cloud:
-            assert cloud.raw is not None
-            yield cloud.raw
+            yield cloud
+        if took_outbox(cloud.session):
+            self.schedule_drain()
 
     def cloud_now(self) -> int:
         """The cloud's clock: unix seconds at the current virtual time."""
@@ -304,7 +272,7 @@ class ScenarioRun:
         if message_type == MessageType.RECEIPT:
             with self.cloud() as cloud:
                 ingest_receipt(cloud, door.spec.id, payload)
-                synced = cloud.door(door.spec.id).synced_version
+                synced = synced_version(cloud, door.spec.id)
             self.synced(door, synced)
         elif message_type == MessageType.AUDIT_BATCH:
             with self.cloud() as cloud:

@@ -6,11 +6,9 @@ mobile credential is missing or has less than :data:`CREDENTIAL_RENEW_S` left, a
 the pending bundles of every door its person may open when its cache is older than
 :data:`PREFETCH_S` (:meth:`cloud.service.CloudService.pending_bundles`): any person's phone
 carries any pending bundle for a door it opens. Most fetches find nothing behind: a fetch
-without a login first looks its person's doors up in a raw transaction
-(:meth:`~simulators.fast.scenario_run.ScenarioRun.raw_cloud`) and calls the service only
-when one is behind. Offline, it opens with what it holds; a
-phone offline from its first opening holds no mobile credential yet and opens nothing
-(``NO_MOBILE_CREDENTIAL``), as in live mode.
+first looks its person's doors up and calls the service only when one is behind. Offline,
+it opens with what it holds; a phone offline from its first opening holds no mobile
+credential yet and opens nothing (``NO_MOBILE_CREDENTIAL``), as in live mode.
 
 The visit (:meth:`Visits._visit`) is a :data:`~simulators.fast.clock.Process` in the order
 of ``docs/protocol.md`` §4: connect, HELLO, AUTH (unlock: the decision), then at a BLE-only
@@ -40,15 +38,16 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from cloud.errors import CloudError
+from cloud.keys import key_of
 from cloud.sql import Sql, marks
-from cloud.time_sync import issue_time_sync, needs_time_sync
+from cloud.time_sync import needs_time_sync, time_sync_on
 from controller.events import Action, Channel, Connected, Disconnected, Send
 from protocol import Auth, Hello, Intent, MessageType, Reason, SealedBundle
 from protocol.frame import decode_frame
 from simulators.traffic import Opening
 
 from .clock import Process
-from .scenario_parts import SimDoor, SimPerson, SimPhone, Upload, decision_of
+from .scenario_parts import SimDoor, SimPerson, SimPhone, Upload, decision_of, synced_version
 
 if TYPE_CHECKING:
     from .scenario_run import ScenarioRun
@@ -113,19 +112,17 @@ class Visits:
         """One request: log in (a new mobile credential), then the pending bundles."""
         with self.run.cloud() as cloud:
             phone.credential = cloud.login_phone(person.id, phone.public)
-            with Sql(cloud.session, writes=False) as sql:
+            with cloud.statements(writes=False) as sql:
                 behind = self._behind(sql, person)
             return cloud.pending_bundles(person.id) if behind else {}
 
     def _fetch(self, person: SimPerson) -> dict[str, bytes]:
-        """One request for the pending bundles: a raw transaction that finds none behind
-        (the common case), continued in an ORM one when some door is."""
-        with self.run.raw_cloud() as sql:
-            behind = self._behind(sql, person)
-        if not behind:
-            return {}
-        with self.run.cloud(count=False) as cloud:
-            return cloud.pending_bundles(person.id)
+        """One request for the pending bundles: it first looks the person's doors up
+        (:meth:`_behind`) and asks the service only when one is behind (rarely)."""
+        with self.run.cloud() as cloud:
+            with cloud.statements(writes=False) as sql:
+                behind = self._behind(sql, person)
+            return cloud.pending_bundles(person.id) if behind else {}
 
     def _behind(self, sql: Sql, person: SimPerson) -> bool:
         """Whether any door the person may open is behind: what
@@ -254,14 +251,14 @@ class Visits:
         now = run.setup.wall_t0 + int(run.clock.now)
         if not needs_time_sync(hello.lock_time, now) or not self.online(phone):
             return None
-        with run.cloud() as cloud:
-            issued = issue_time_sync(
-                cloud.session,
+        with run.cloud() as cloud, cloud.statements() as sql:
+            issued = time_sync_on(
+                sql,
                 door.spec.id,
                 challenge=hello.challenge,
                 lock_time=hello.lock_time,
                 now=cloud.now,
-                key=cloud.key,
+                key=key_of(sql),
             )
         return issued.frame
 
@@ -325,7 +322,7 @@ class Visits:
                     cloud.receipt(door.spec.id, payload)
                 else:
                     ack = cloud.upload_audit(door.spec.id, payload)
-            synced = cloud.door(door.spec.id).synced_version
+            synced = synced_version(cloud, door.spec.id)
         run.synced(door, synced)
         run.faults.upload_sent(phone)
         if ack is not None:
