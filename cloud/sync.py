@@ -22,7 +22,7 @@ a door's whole list to compute its digest; it keeps only what committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
@@ -356,18 +356,25 @@ def resync(
     ):
         cards[person_id].append(_Card(uid, bytes(card_key), state == "active"))
     granted = _granted_doors(sql, ids)
-    keys = {(int(CredentialKind.PERSON), person_id) for person_id in ids} | {
-        (int(CredentialKind.KEYCARD), c.uid) for held in cards.values() for c in held
-    }
+    keys = {key for _, key in _keys_of(ids, cards)}
     entries = _entries_of(sql, keys)
     holding = {door_id for door_id, held in entries.items() if any(held.values())}
     doors = _lock_doors(sql, sorted(holding.union(*granted.values())))
+    # A door concerns only the people granted it and those whose keys it holds; for
+    # anyone else _desired asks for nothing the door does not already lack.
+    owner = {key: person_id for person_id, key in _keys_of(ids, cards)}
+    position = {person_id: n for n, person_id in enumerate(ids)}
+    grantees: dict[str, list[str]] = {}
+    for person_id in ids:
+        for door_id in granted[person_id]:
+            grantees.setdefault(door_id, []).append(person_id)
     changed: list[_DoorDiff] = []
     for door in doors:
         held = entries.get(door.id, {})
         present = {k for k, encoded in held.items() if encoded is not None}
+        concerned = set(grantees.get(door.id, ())).union(map(owner.__getitem__, present))
         diff: dict[EntryKey, bytes | None] = {}
-        for person_id in ids:
+        for person_id in sorted(concerned, key=position.__getitem__):  # in id order, as ever
             grant = granted[person_id].get(door.id)
             want = _desired(person_id, grant, cards[person_id], present)
             diff |= {k: v for k, v in want.items() if held.get(k) != v}
@@ -376,6 +383,15 @@ def resync(
     _write_bumps(sql, changed)
     _queue_bundles(sql, [c for c in changed if c.door.online], key, random, cache)
     return [DoorChange(c.door.id, c.door.list_version) for c in changed]
+
+
+def _keys_of(ids: list[str], cards: dict[str, list[_Card]]) -> Iterator[tuple[str, EntryKey]]:
+    """``(person id, key)`` of every entry the people may have on a door: their own and
+    their cards'."""
+    for person_id in ids:
+        yield person_id, (int(CredentialKind.PERSON), person_id)
+        for card in cards[person_id]:
+            yield person_id, (int(CredentialKind.KEYCARD), card.uid)
 
 
 def _entries_of(sql: Sql, keys: set[EntryKey]) -> dict[str, dict[EntryKey, bytes | None]]:
