@@ -28,8 +28,11 @@ from typing import Final
 
 __all__ = ["BACKSTOP_PAGES", "IDLE_S", "INTERVAL_S", "Checkpointer"]
 
-INTERVAL_S: Final = 0.01
-"""At most this often while commits come."""
+INTERVAL_S: Final = 0.1
+"""At most this often while commits come. Each checkpoint syncs the disk twice; at 10 ms
+the syncs and the thread's turns slowed a burst of 1,000 small transactions (an MQTT
+fan-out's receipts) from 0.9 to 1.6-2.0 s; at 100 ms they cost nothing measurable there
+and a keycard change is still ~4 % cheaper than with checkpoints inside commits."""
 IDLE_S: Final = 1.0
 """Without a commit this long, the thread closes its connection and ends."""
 BACKSTOP_PAGES: Final = 4000
