@@ -16,13 +16,20 @@ Rules the core keeps (``docs/protocol.md`` §4.2.3, §6.2.2, §6.5-§6.7):
   then authorisation (list entry, validity, schedule), and are all logged.
 * The lock clock is ``int(now) + clock_offset``; only a TIME_SYNC moves the
   offset, by a bounded step.
+* A phone presents the same cloud-signed mobile credential for days. The lock
+  remembers, in a bounded LRU map, the exact credential bytes whose cloud signature
+  it verified under its current cloud key (with the parsed credential and phone
+  key), and does not verify or parse those bytes again. Only a verified credential
+  enters the map; a change of the trusted cloud key empties it. Everything else —
+  lockout, the phone's signature over this session's challenge, window, scope and
+  list entry — is checked on every AUTH.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol import (
     SUPPORTED_VERSIONS,
@@ -91,6 +98,11 @@ from .state import (
     encode_transaction,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from protocol import CloudKeyState
+
 __all__ = ["Controller", "StaleError"]
 
 CHALLENGE_SIZE = 16
@@ -100,6 +112,8 @@ _DECISION_KINDS = {
     "keypad": AuditEventKind.DOORCODE_DECISION,
 }
 U32_MAX = 0xFFFFFFFF
+VERIFIED_CREDENTIALS = 1024
+"""Most mobile credentials a lock remembers as verified (LRU); a cap on memory only."""
 
 
 class StaleError(ProtocolError):
@@ -115,6 +129,17 @@ class _Session:
     authenticated: bool = False
     audit_sent_up_to: int = 0
     """The newest audit event sent in this session."""
+
+
+class _Verified:
+    """A mobile credential whose exact bytes passed the cloud signature check."""
+
+    __slots__ = ("credential", "phone_key")
+
+    def __init__(self, credential: MobileCredential) -> None:
+        self.credential = credential
+        self.phone_key: Ed25519PublicKey | None = None
+        """Decoded on the first AUTH that reaches the phone signature check."""
 
 
 class Controller:
@@ -139,6 +164,9 @@ class Controller:
         self._actions: list[Action] = []
         self._since_snapshot = 0
         self._next_expiry = 0.0
+        self._trusted: CloudKeyState | None = None
+        self._trusted_key: Ed25519PublicKey | None = None
+        self._verified: dict[bytes, _Verified] = {}
 
     # --- construction -------------------------------------------------------------------
 
@@ -327,6 +355,16 @@ class Controller:
         message = ErrorMessage(code=error.code, about_type=about, detail=detail)
         self._send(channel, message.to_frame())
 
+    def _cloud_key(self) -> Ed25519PublicKey:
+        """The trusted cloud key, decoded once per key; a new key forgets every credential
+        verified under the old one. ``LockState`` replaces its (frozen) ``cloud`` on every
+        rotation and replay, so an identity test sees every change."""
+        cloud = self.state.cloud
+        if cloud is not self._trusted or self._trusted_key is None:
+            self._verified.clear()
+            self._trusted_key, self._trusted = cloud.key(), cloud
+        return self._trusted_key
+
     # --- access decisions ---------------------------------------------------------------
 
     def _decide(
@@ -463,7 +501,7 @@ class Controller:
         session = self._sessions.get(channel)
         if session is None or channel == MQTT:
             raise _NotAccepted("AUTH is accepted only in a BLE session opened by HELLO")
-        auth = Auth.from_bytes(payload, limits=self.config.limits)
+        auth = Auth.from_bytes_known(payload, self._known_credential, limits=self.config.limits)
         challenge, session.challenge = session.challenge, None
         person = auth.credential.person_id
         reason = self._phone_reason(auth, challenge, now)
@@ -487,13 +525,37 @@ class Controller:
         if self._lockout.is_locked(b"person:" + auth.credential.person_id, now):
             return Reason.LOCKED_OUT
         try:
-            MobileCredential.verified_from_bytes(auth.credential.to_bytes(), self.state.cloud.key())
+            verified = self._verify_credential(auth.credential)
             if challenge is None:
                 return Reason.BAD_CHALLENGE
-            auth.verify(door_id=self.door_id, challenge=challenge)
+            verified.phone_key = auth.verify(
+                door_id=self.door_id, challenge=challenge, phone_key=verified.phone_key
+            )
         except AuthenticationError:
             return Reason.BAD_SIGNATURE
         return self._phone_authorisation(auth.credential, self.lock_time(now))
+
+    def _known_credential(self, data: bytes) -> MobileCredential | None:
+        """The credential parsed from exactly ``data``, if verified under the current key."""
+        self._cloud_key()  # forgets every credential if the cloud key changed
+        verified = self._verified.get(data)
+        return None if verified is None else verified.credential
+
+    def _verify_credential(self, credential: MobileCredential) -> _Verified:
+        """Check the cloud signature over the credential's exact bytes (§4.2.3 step 2),
+        unless this lock already did under its current cloud key; raise
+        :class:`AuthenticationError`. A parsed credential's ``to_bytes`` is the received
+        encoding (it is canonical: :meth:`MobileCredential.from_bytes`)."""
+        key = self._cloud_key()
+        data = credential.to_bytes()
+        verified = self._verified.pop(data, None)
+        if verified is None or verified.credential is not credential:
+            credential.verify(key)
+            verified = _Verified(credential)
+            if len(self._verified) >= VERIFIED_CREDENTIALS:
+                del self._verified[next(iter(self._verified))]  # the least recently used
+        self._verified[data] = verified  # (re)inserted last: the most recently used
+        return verified
 
     def _phone_authorisation(self, credential: MobileCredential, lock_time: int) -> Reason:
         if not credential.is_valid_at(lock_time):

@@ -9,6 +9,8 @@ signing this session's fresh challenge together with the door id and the intent.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -21,12 +23,15 @@ from ._validate import check_bytes, check_uint, to_enum
 from .codes import ErrorCode, Intent, MessageType, Reason
 from .crypto import SignContext, sign, verify
 from .errors import AuthenticationError, MalformedMessageError, TooLargeError, UsageError
-from .limits import Limits
+from .limits import DEFAULT_LIMITS, Limits
 from .mobile_credential import MobileCredential
 
 __all__ = ["CHALLENGE_SIZE", "Auth", "ErrorMessage", "Hello", "UnlockResult"]
 
 CHALLENGE_SIZE = 16
+_AUTH_HEAD = struct.Struct(">BH")  # §4.2 AUTH offsets 0-2: intent, credential length
+_INTENTS: dict[int, Intent] = {intent.value: intent for intent in Intent}
+_UNLOCK_RESULT = struct.Struct(">16sBBI")  # §4.3: door_id, reason, open_seconds, audit_seq
 
 
 @register
@@ -116,16 +121,51 @@ class Auth(Message):
     def check_limits(self, limits: Limits) -> None:
         self.credential.check_limits(limits)
 
-    def verify(self, *, door_id: bytes, challenge: bytes) -> Ed25519PublicKey:
+    @classmethod
+    def from_bytes_known(
+        cls,
+        payload: bytes,
+        known: Callable[[bytes], MobileCredential | None],
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> Self:
+        """:meth:`from_bytes`, taking the credential from ``known`` instead of parsing it.
+
+        ``known(credential_bytes)`` returns a credential parsed earlier from exactly
+        those bytes, or None. The fast path is taken only for a payload of exactly
+        AUTH's layout with a valid intent and a known credential, where a full parse
+        would yield an equal message; any other payload goes to :meth:`from_bytes`,
+        so the result and every error are those of :meth:`from_bytes`.
+        """
+        head = _AUTH_HEAD.size
+        if len(payload) >= head + SIGNATURE_SIZE:
+            intent, size = _AUTH_HEAD.unpack_from(payload)
+            end = head + size
+            member = _INTENTS.get(intent)
+            if member is not None and len(payload) == end + SIGNATURE_SIZE:
+                credential = known(bytes(payload[head:end]))
+                if credential is not None:
+                    signature = bytes(payload[end:])
+                    auth = cls(intent=member, credential=credential, signature=signature)
+                    auth.check_limits(limits)
+                    return auth
+        return cls.from_bytes(payload, limits=limits)
+
+    def verify(
+        self, *, door_id: bytes, challenge: bytes, phone_key: Ed25519PublicKey | None = None
+    ) -> Ed25519PublicKey:
         """Check the phone's signature for this door and challenge; return the phone key.
 
         The caller must separately verify ``credential`` against the cloud key and
-        check its validity window and scope.
+        check its validity window and scope. ``phone_key`` is the key returned by an
+        earlier call for this same credential (a lock's cache), saving its decoding.
         """
-        try:
-            key = self.credential.phone_key()
-        except MalformedMessageError:
-            raise AuthenticationError() from None
+        key = phone_key
+        if key is None:
+            try:
+                key = self.credential.phone_key()
+            except MalformedMessageError:
+                raise AuthenticationError() from None
         signed = _auth_signed_bytes(door_id, challenge, self.intent, self.credential.to_bytes())
         verify(key, SignContext.AUTH, signed, self.signature)
         return key
@@ -171,6 +211,12 @@ class UnlockResult(Message):
         check_uint("audit_seq", self.audit_seq, 32)
         if self.open_seconds and self.reason is not Reason.GRANTED:
             raise UsageError("open_seconds must be 0 when access is refused")
+
+    def to_bytes(self) -> bytes:
+        """The §4.3 payload, packed with ``struct`` (one per phone unlock); the fields are
+        in range by ``__post_init__``, and ``tests/test_unlock_speed.py`` checks the bytes
+        equal ``_FORMAT.build``'s."""
+        return _UNLOCK_RESULT.pack(self.door_id, self.reason, self.open_seconds, self.audit_seq)
 
     @property
     def granted(self) -> bool:

@@ -7,7 +7,9 @@ and what it opens — a list of doors or a whole property. The lock checks the c
 signature, the window against its own clock, the scope against its own door and
 property id, and then the phone's signature over the session challenge (AUTH).
 The encoding is canonical: parsing re-encodes and rejects any other byte form, so
-"verify the exact bytes" and "verify the re-encoded body" are the same thing.
+"verify the exact bytes" and "verify the re-encoded body" are the same thing. The
+encoding is computed once and cached on the (frozen) credential: a phone presents
+the same credential for days, and every AUTH carries and signs it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ._codec import DOOR_ID_SIZE, KEY_SIZE, SIGNATURE_SIZE, U8, U32, DoorId, Key
 from ._message import SignedMessage
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import MessageType, ScopeKind
-from .crypto import SignContext, ed25519_public_from_bytes
+from .crypto import SignContext, ed25519_public_from_bytes, verify
 from .errors import MalformedMessageError, TooLargeError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -86,6 +88,29 @@ class MobileCredential(SignedMessage):
     def check_limits(self, limits: Limits) -> None:
         if len(self.scope_ids) > limits.max_scope_doors:
             raise TooLargeError(f"mobile credential names over {limits.max_scope_doors} doors")
+
+    def to_bytes(self) -> bytes:
+        """The payload (body and signature), encoded once and cached.
+
+        The cache is an attribute outside the dataclass fields (no part in equality,
+        ``repr`` or :func:`dataclasses.replace`); the credential is frozen, so it
+        cannot go stale.
+        """
+        wire: bytes = self.__dict__.get("_wire", b"")
+        if not wire:
+            wire = super().to_bytes()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def verify(self, key: Ed25519PublicKey) -> None:
+        """Check the cloud signature over the exact encoding; raise AuthenticationError.
+
+        A parsed credential's encoding is the received bytes (the encoding is canonical),
+        so this verifies what was received without building or parsing anything again.
+        """
+        if not self.signature:  # unsigned: the one opaque AuthenticationError, as the base
+            super().verify(key)
+        verify(key, self.CONTEXT, self.to_bytes()[:-SIGNATURE_SIZE], self.signature)
 
     @classmethod
     def from_bytes(cls, payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Self:
