@@ -12,6 +12,15 @@ versions, target digest), and can change nothing.
 :func:`seal_bundle` is the cloud side. On the lock side :func:`verify_bundle`
 checks the signature over the exact received bytes before parsing, and
 :func:`decrypt_changes` opens the box; :mod:`protocol.delta` orders these steps.
+
+Codec: :data:`ChangesFormat` (construct) is the normative declaration of §6.2.1.
+:func:`decode_changes` is a lock's hot path (a first full list carries thousands of
+entries), so it first runs a precompiled :mod:`struct` reader that *accepts only*
+input it proves valid (:func:`protocol.credential_list.read_entry` for each entry)
+and otherwise hands the bytes to the construct path, which raises the typed error.
+Valid input thus decodes to what the declaration gives, and every refusal, its
+class, message and order, is the declaration's own;
+``tests/test_bundle_codec_speed.py`` proves the two agree.
 """
 
 from __future__ import annotations
@@ -42,7 +51,13 @@ from ._codec import (
 from ._message import SignedMessage, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import CredentialKind, MessageType
-from .credential_list import Credential, CredentialKey, EntryFormat
+from .credential_list import (
+    MAX_CREDENTIAL_ID,
+    Credential,
+    CredentialKey,
+    EntryFormat,
+    read_entry,
+)
 from .crypto import AEAD_TAG_SIZE, SignContext, open_sealed, seal
 from .errors import MalformedMessageError, TooLargeError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
@@ -61,6 +76,8 @@ __all__ = [
 ]
 
 OP_UPSERT, OP_REMOVE = 1, 2
+_MIN_CHANGE = 4  # §6.2.1: a REMOVE of a one-byte id (op, kind, n, id)
+_KINDS: dict[int, CredentialKind] = {kind.value: kind for kind in CredentialKind}
 _HEADER_SIZE = DOOR_ID_SIZE + 4 + 4 + 4 + DIGEST_SIZE
 _AAD_CONTEXT = b"LK1 bundle-aad\x00"
 _BUNDLE_HEAD = struct.Struct(f">{DOOR_ID_SIZE}sIII{DIGEST_SIZE}s{KEY_SIZE}s")
@@ -120,7 +137,63 @@ def _encode_change(change: Change) -> bytes:
 
 
 def decode_changes(plaintext: bytes, *, limits: Limits = DEFAULT_LIMITS) -> tuple[Change, ...]:
-    """Parse a canonical change list; unsorted or repeated keys are malformed."""
+    """Parse a canonical change list; unsorted or repeated keys are malformed (§6.2.1)."""
+    changes = _valid_changes(plaintext, limits.max_list_entries)
+    return _declared_changes(plaintext, limits) if changes is None else changes
+
+
+def _valid_changes(data: bytes, max_changes: int) -> tuple[Change, ...] | None:
+    """The changes ``data`` encodes if it is provably valid, else ``None`` (never raises).
+
+    Allocates nothing beyond the input's size: the count is checked against
+    ``max_changes`` and against the bytes present before any change is read.
+    """
+    if type(data) is not bytes or len(data) < 4:
+        return None
+    count, at, limit = int.from_bytes(data[:4], "big"), 4, len(data)
+    if count > max_changes or count * _MIN_CHANGE > limit - at:
+        return None
+    changes: list[Change] = []
+    previous = b""  # below every key
+    for _ in range(count):
+        reader = _READERS.get(data[at]) if at < limit else None
+        read = None if reader is None else reader(data, at + 1)
+        if read is None:
+            return None
+        change, key, at = read
+        if key <= previous:  # key_bytes order is key order (§5.2)
+            return None
+        changes.append(change)
+        previous = key
+    return tuple(changes) if at == limit else None
+
+
+def _read_upsert(data: bytes, at: int) -> tuple[Upsert, bytes, int] | None:
+    """The UPSERT body at ``data[at]``, its key as ``key_bytes`` and its end; None if invalid."""
+    read = read_entry(data, at)
+    if read is None:
+        return None
+    credential, end = read
+    return Upsert(credential), data[at : at + 1] + credential.credential_id, end
+
+
+def _read_remove(data: bytes, at: int) -> tuple[Remove, bytes, int] | None:
+    """The REMOVE body at ``data[at]``, its key as ``key_bytes`` and its end; None if invalid
+    (what :func:`_change_from` refuses: an unknown kind, an id of 0 or over 16 bytes)."""
+    if at + 2 > len(data):
+        return None
+    kind, size = data[at], data[at + 1]
+    end = at + 2 + size
+    if kind not in _KINDS or not 0 < size <= MAX_CREDENTIAL_ID or end > len(data):
+        return None
+    return Remove(_KINDS[kind], data[at + 2 : end]), data[at : at + 1] + data[at + 2 : end], end
+
+
+_READERS = {OP_UPSERT: _read_upsert, OP_REMOVE: _read_remove}
+
+
+def _declared_changes(plaintext: bytes, limits: Limits) -> tuple[Change, ...]:
+    """:func:`decode_changes` through the construct declaration (the reference path)."""
     if len(plaintext) >= 4 and int.from_bytes(plaintext[:4], "big") > limits.max_list_entries:
         raise TooLargeError(f"delta carries over {limits.max_list_entries} changes")
     parsed = parse_exact(ChangesFormat, plaintext, "delta")

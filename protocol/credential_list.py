@@ -11,6 +11,15 @@ The canonical encoding lists the entries in ascending key order; the digest is
 SHA-256 over a context string and that encoding. Entries cache their own encoding
 and the list keeps its key order incrementally, so a digest after a small change
 costs one hash over the concatenated entries, not a re-encode of the whole list.
+
+Codec: :data:`EntryFormat` and :data:`ListFormat` (construct) are the normative
+declaration of §5.1-5.2. Decoding, a hot path (a lock restoring its list, the cloud
+reading stored entries, :func:`protocol.bundle.decode_changes`), first tries the
+precompiled :mod:`struct` reader :func:`read_entry`, which *accepts only* what it
+proves valid; anything else (malformed, truncated, trailing bytes, out of order)
+goes to the construct path, which then raises its typed error. So the fast path
+can only ever return what the declaration returns, and every refusal comes from
+the declaration itself; ``tests/test_bundle_codec_speed.py`` proves the two agree.
 """
 
 from __future__ import annotations
@@ -68,10 +77,16 @@ EntryFormat = Struct(
 _ENTRY = EntryFormat.compile()
 _ENTRY_FIXED = struct.Struct(">BIIB")  # status, valid_from, valid_until, window count
 _WINDOW = struct.Struct(">BHH")
-_HEADER = Struct("door_id" / DoorId, "version" / U32, "count" / U32).compile()
 ListFormat = Struct(
     "door_id" / DoorId, "version" / U32, "entries" / PrefixedArray(U32, EntryFormat)
 ).compile()
+_LIST_HEAD = struct.Struct(f">{DOOR_ID_SIZE}sII")  # §5.2 offsets 0-23: door_id, version, count
+_MIN_ENTRY = 2 + 1 + _ENTRY_FIXED.size  # §5.1: a one-byte id, no window, no card key
+_KEYCARD = CredentialKind.KEYCARD.value
+_KINDS: dict[int, CredentialKind] = {kind.value: kind for kind in CredentialKind}
+_STATUSES: dict[int, CredentialStatus] = {status.value: status for status in CredentialStatus}
+_new = object.__new__
+_set = object.__setattr__
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -166,8 +181,19 @@ class Credential:
         """Decode an entry this package encoded (fast path for stored entries).
 
         For bytes from outside, parse a whole list or delta instead: those go
-        through the construct declaration and its bounds.
+        through the construct declaration and its bounds. A valid, exact entry is
+        read by :func:`read_entry`; any other blob takes :meth:`_from_encoded_slow`
+        (the validating constructor), so the result or the exception is the same
+        either way.
         """
+        read = read_entry(blob, 0) if cls is Credential and type(blob) is bytes else None
+        if read is None or read[1] != len(blob):
+            return cls._from_encoded_slow(blob)
+        return read[0]
+
+    @classmethod
+    def _from_encoded_slow(cls, blob: bytes) -> Credential:
+        """:meth:`from_encoded` through the validating constructor, for any blob."""
         kind, size = blob[0], blob[1]
         at = 2 + size
         status, valid_from, valid_until, count = _ENTRY_FIXED.unpack_from(blob, at)
@@ -276,6 +302,75 @@ def view_entry(blob: bytes) -> EntryView:
         schedule,
         card_key,
     )
+
+
+def read_entry(data: bytes, at: int) -> tuple[Credential, int] | None:
+    """The §5.1 entry starting at ``data[at]`` and where it ends, if it is valid; else None.
+
+    Valid means :data:`EntryFormat` parses it within ``data`` and
+    :meth:`Credential.from_container` accepts the result: a known kind and status,
+    a 1-16 byte id, ``valid_until > valid_from``, at most 16 windows, each with a
+    non-empty 7-bit day mask and ``start < end <= 1440``. The credential is then
+    equal to the one that path builds; it is made without the constructor's
+    (redundant) checks, and caches its exact wire bytes as :attr:`Credential.encoded`.
+    Never raises.
+    """
+    limit = len(data)
+    if at < 0 or at + _MIN_ENTRY > limit:
+        return None
+    kind, size = data[at], data[at + 1]
+    fixed = at + 2 + size
+    if fixed + _ENTRY_FIXED.size > limit:
+        return None
+    status, valid_from, valid_until, count = _ENTRY_FIXED.unpack_from(data, fixed)
+    windows = fixed + _ENTRY_FIXED.size
+    card_key = windows + 5 * count
+    end = card_key + CARD_KEY_SIZE if kind == _KEYCARD else card_key
+    if (
+        kind not in _KINDS
+        or status not in _STATUSES
+        or not 0 < size <= MAX_CREDENTIAL_ID
+        or valid_until <= valid_from
+        or count > MAX_SCHEDULE_WINDOWS
+        or end > limit
+    ):
+        return None
+    schedule = _read_schedule(data[windows:card_key]) if count else ()
+    if schedule is None:
+        return None
+    entry = _new(Credential)
+    entry.__dict__.update(
+        {
+            "kind": _KINDS[kind],
+            "credential_id": data[at + 2 : fixed],
+            "status": _STATUSES[status],
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+            "schedule": schedule,
+            "card_key": data[card_key:end],  # 16 bytes for a keycard, else empty
+            "encoded": data[at:end],
+        }
+    )
+    return entry, end
+
+
+def _read_schedule(packed: bytes) -> tuple[Window, ...] | None:
+    """The windows packed in ``packed`` if each is valid (see :class:`Window`), else None."""
+    windows = []
+    for days, start, stop in _WINDOW.iter_unpack(packed):
+        if not (0 < days <= 0x7F and start < stop <= MINUTES_PER_DAY):
+            return None
+        windows.append(_window(days, start, stop))
+    return tuple(windows)
+
+
+def _window(days: int, start_minute: int, end_minute: int) -> Window:
+    """A :class:`Window` from values :func:`read_entry` checked, bypassing ``__init__``."""
+    window = _new(Window)
+    _set(window, "days", days)
+    _set(window, "start_minute", start_minute)
+    _set(window, "end_minute", end_minute)
+    return window
 
 
 def _window_dict(w: Window) -> dict[str, int]:
@@ -389,9 +484,10 @@ class CredentialList(Mapping[CredentialKey, Credential]):
         return CredentialList(self.door_id, version, blobs, order, ordered)
 
     def to_bytes(self) -> bytes:
-        """The canonical encoding (§5.2)."""
-        head = _HEADER.build({"door_id": self.door_id, "version": self.version, "count": len(self)})
-        return bytes(head) + b"".join(self._sorted_blobs)
+        """The canonical encoding (§5.2): the bytes :data:`ListFormat` builds (a property
+        test checks it), from the cached entry encodings and a ``struct``-packed header."""
+        head = _LIST_HEAD.pack(self.door_id, self.version, len(self._blobs))
+        return b"".join([head, *self._sorted_blobs])
 
     @cached_property
     def digest(self) -> bytes:
@@ -400,7 +496,48 @@ class CredentialList(Mapping[CredentialKey, Credential]):
 
     @classmethod
     def from_bytes(cls, data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> CredentialList:
-        """Parse a canonical encoding; unsorted or repeated entries are malformed."""
+        """Parse a canonical encoding; unsorted or repeated entries are malformed.
+
+        Input the ``struct`` reader proves valid is taken as is; anything else goes
+        through the construct declaration, which raises the typed error.
+        """
+        held = cls._from_valid_bytes(data, limits.max_list_entries)
+        return cls._from_bytes_declared(data, limits) if held is None else held
+
+    @classmethod
+    def _from_valid_bytes(cls, data: bytes, max_entries: int) -> CredentialList | None:
+        """The list ``data`` encodes if it is provably valid, else ``None`` (never raises).
+
+        Allocates nothing beyond the input's size: the count is checked against
+        ``max_entries`` and against the bytes present before any entry is read.
+        """
+        if type(data) is not bytes or len(data) < _LIST_HEAD.size:
+            return None
+        door_id, version, count = _LIST_HEAD.unpack_from(data)
+        at = _LIST_HEAD.size
+        if count > max_entries or count * _MIN_ENTRY > len(data) - at:
+            return None
+        blobs: dict[bytes, bytes] = {}
+        order: list[bytes] = []
+        previous = b""  # below every key
+        for _ in range(count):
+            read = read_entry(data, at)
+            if read is None:
+                return None
+            entry, end = read
+            key = data[at : at + 1] + entry.credential_id  # key_bytes(entry.key)
+            if key <= previous:  # key_bytes order is key order (§5.2)
+                return None
+            blobs[key] = entry.encoded
+            order.append(key)
+            previous, at = key, end
+        if at != len(data):
+            return None
+        return cls(door_id, version, blobs, order, list(blobs.values()))
+
+    @classmethod
+    def _from_bytes_declared(cls, data: bytes, limits: Limits) -> CredentialList:
+        """:meth:`from_bytes` through the construct declaration (the reference path)."""
         if len(data) >= 24 and int.from_bytes(data[20:24], "big") > limits.max_list_entries:
             raise TooLargeError(f"credential list holds over {limits.max_list_entries} entries")
         c = parse_exact(ListFormat, data, "credential list")
