@@ -50,7 +50,7 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-__all__ = ["RadioController", "RadioLink", "RadioTiming", "device_on_link"]
+__all__ = ["RadioController", "RadioLink", "RadioTiming", "device_on_link", "phone_address"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -372,3 +372,11 @@ def device_on_link(link: RadioLink, name: str, address: str | hci.Address) -> De
     controller = RadioController(name, link=link, public_address=str(address))
     host = Host(controller, AsyncPipeSink(controller))
     return Device(name=name, address=address, host=host)
+
+
+def phone_address(n: int) -> str:
+    """The BLE address of the building's ``n``-th phone (1 to 65,535): ``F0:00:00:00:02:01``
+    for the first; the fourth byte carries the number's high byte past 255."""
+    if not 1 <= n <= 0xFFFF:
+        raise ValueError(f"a building has phones 1 to 65535, not {n}")
+    return f"F0:00:00:{n >> 8:02X}:02:{n & 0xFF:02X}"

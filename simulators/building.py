@@ -90,7 +90,7 @@ from controller.mqtt_door import Backoff, MqttDoor
 from controller.runtime import LockRuntime
 from controller.storage import Flash, MemoryMedium
 from infra.broker import EmbeddedBroker, is_reachable, parse_mqtt_url, start_embedded_broker
-from infra.radio import RadioLink, device_on_link
+from infra.radio import RadioLink, device_on_link, phone_address
 from phone_bridge.bleak_bumble import bumble_backends
 from phone_bridge.cloud_client import CloudClient
 from phone_bridge.phone import BleakDoors, Phone
@@ -660,7 +660,7 @@ class Building:
         """``who``'s phone: a new radio on the link, a store file, a cloud client (over
         ``transport`` if given, e.g. one that can lose signal), the building's wall clock."""
         self._phones += 1
-        radio = device_on_link(self.link, f"{who}'s phone", f"F0:00:00:00:02:{self._phones:02X}")
+        radio = device_on_link(self.link, f"{who}'s phone", phone_address(self._phones))
         await self._bounded(f"{who}'s phone radio", radio.power_on())
         self._stack.push_async_callback(self._quietly, f"{who}'s radio off", radio.power_off)
         cloud = CloudClient(self.base_url, timeout=self.config.timeout_s, transport=transport)

@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from bumble import hci
 
 from controller.config import ControllerConfig
 from controller.events import MQTT, FrameReceived, Send
+from infra.radio import phone_address
 from phone_bridge.cloud_client import CloudClient, CloudUnreachableError
 from protocol import Receipt, decode_message
 from simulators.live._clock import LockClock, ScenarioClock
@@ -129,3 +131,13 @@ async def test_a_phone_without_signal_sees_an_unreachable_cloud() -> None:
             await client.bundles()
     assert signal.refused == 1
     assert isinstance(signal, httpx.AsyncBaseTransport)
+
+
+def test_phone_addresses_are_valid_and_distinct_past_255() -> None:
+    """A live building with hundreds of residents gives each phone its own BLE address."""
+    addresses = [phone_address(n) for n in range(1, 0x10000)]
+    assert addresses[0] == "F0:00:00:00:02:01"
+    assert len(set(addresses)) == len(addresses)
+    assert all(str(hci.Address(a)).startswith("F0:00:00:") for a in addresses[250:260])
+    with pytest.raises(ValueError, match="phones 1 to 65535"):
+        phone_address(0x10000)
