@@ -88,13 +88,13 @@ class CloudWorld:
         assert receipts, messages
         return receipts[0]
 
-    def sync_door(self, door_id: str) -> int:
-        """Carry the door's pending bundle to its lock and the receipt back."""
+    def pending_frame(self, door_id: str) -> bytes:
+        """The bundle taking the door from its synced version to its current one."""
         with self.service() as cloud:
             door = cloud.door(door_id)
             from cloud.sync import bundle_frame
 
-            frame = bundle_frame(
+            return bundle_frame(
                 cloud.session,
                 door,
                 door.synced_version,
@@ -102,7 +102,10 @@ class CloudWorld:
                 random=cloud.random,
                 cache=cloud.cache,
             )
-        receipt = self.deliver(door_id, frame)
+
+    def sync_door(self, door_id: str) -> int:
+        """Carry the door's pending bundle to its lock and the receipt back."""
+        receipt = self.deliver(door_id, self.pending_frame(door_id))
         with self.service() as cloud:
             return cloud.receipt(door_id, receipt.to_bytes())
 

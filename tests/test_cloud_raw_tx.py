@@ -19,7 +19,7 @@ from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
 from cloud.models import AuditRecord, CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox, Phone
 from cloud.raw_tx import raw_service
 from cloud.service import CloudService
-from cloud.sync import bundle_frame, took_outbox
+from cloud.sync import took_outbox
 from protocol import AuditBatch, ReceiptStatus
 from tests.cloud_world import CloudWorld, world_at
 from tests.test_cloud_key_epochs import audit_batch
@@ -148,7 +148,7 @@ def test_a_lost_card_and_an_audit_upload_run_on_the_raw_path(world: CloudWorld) 
     with _raw(world) as cloud:
         changes, accepting = cloud.report_lost(ana, uid, manager_id=maya)
     assert lobby in accepting and {c.door_id for c in changes} >= set(accepting)
-    receipt = world.deliver(lobby, _pending_frame(world, lobby))
+    receipt = world.deliver(lobby, world.pending_frame(lobby))
     with _raw(world) as cloud:
         assert cloud.receipt(lobby, receipt.to_bytes()) == receipt.list_version
         assert lobby not in cloud.doors_accepting(uid)
@@ -157,19 +157,6 @@ def test_a_lost_card_and_an_audit_upload_run_on_the_raw_path(world: CloudWorld) 
         ack = cloud.upload_audit(lobby, batch)
     assert ack.up_to_seq == AuditBatch.from_bytes(batch).last_seq
     assert _count(world, AuditRecord) == ack.up_to_seq
-
-
-def _pending_frame(world: CloudWorld, door_id: str) -> bytes:
-    with world.service() as cloud:
-        door = cloud.door(door_id)
-        return bundle_frame(
-            cloud.session,
-            door,
-            door.synced_version,
-            key=cloud.key,
-            random=world.random,
-            cache=world.cache,
-        )
 
 
 def test_orm_operations_are_refused_on_the_raw_path(world: CloudWorld) -> None:
