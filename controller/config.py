@@ -57,5 +57,8 @@ class ControllerConfig:
     """Local time offset for schedules and doorcodes."""
     snapshot_every: int = 256
     """Journal transactions between two flash snapshots (compactions)."""
+    verified_credentials: int = 1024
+    """Mobile credentials the lock remembers as verified by the cloud key (least recently
+    used first out): a cap on memory only, ~1 KB each."""
     battery: BatteryConfig = field(default_factory=BatteryConfig)
     limits: Limits = DEFAULT_LIMITS

@@ -112,8 +112,6 @@ _DECISION_KINDS = {
     "keypad": AuditEventKind.DOORCODE_DECISION,
 }
 U32_MAX = 0xFFFFFFFF
-VERIFIED_CREDENTIALS = 1024
-"""Most mobile credentials a lock remembers as verified (LRU); a cap on memory only."""
 
 
 class StaleError(ProtocolError):
@@ -552,7 +550,7 @@ class Controller:
         if verified is None or verified.credential is not credential:
             credential.verify(key)
             verified = _Verified(credential)
-            if len(self._verified) >= VERIFIED_CREDENTIALS:
+            if len(self._verified) >= self.config.verified_credentials:
                 del self._verified[next(iter(self._verified))]  # the least recently used
         self._verified[data] = verified  # (re)inserted last: the most recently used
         return verified

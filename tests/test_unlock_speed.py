@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-import controller.core as core
 from controller.config import ControllerConfig
 from protocol import Auth, Intent, MobileCredential, Reason, ScopeKind, UnlockResult
 from protocol._message import SignedMessage
@@ -165,11 +164,8 @@ def test_a_cached_credential_is_still_locked_out() -> None:
     assert _reason(rig, credential) == "LOCKED_OUT"
 
 
-def test_the_cache_is_bounded_and_keeps_the_most_recently_used(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(core, "VERIFIED_CREDENTIALS", 2)
-    rig = _rig(1, 2, 3)
+def test_the_cache_is_bounded_and_keeps_the_most_recently_used() -> None:
+    rig = _rig(1, 2, 3, config=ControllerConfig(verified_credentials=2))
     creds = {
         n: rig.cloud.mobile_credential(n, valid_from=1, valid_until=2**32 - 1) for n in (1, 2, 3)
     }
