@@ -43,10 +43,7 @@ class LockUploads:
     def receipt(self, door_id: str, payload: bytes) -> int:
         """Verify and record a receipt; return the door's synced version."""
         with self._sql() as sql:
-            receipt_on(sql, door_id, payload)
-            row = sql.row("SELECT synced_version FROM door WHERE id = ?", [door_id])
-        assert row is not None, "receipt_on found the door"
-        return int(row[0])
+            return receipt_on(sql, door_id, payload).synced_version
 
     def audit(self, door_id: str, payload: bytes) -> AuditAck:
         """Verify, store and acknowledge an audit batch (§6.5 ledger rule).

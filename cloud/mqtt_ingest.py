@@ -30,7 +30,13 @@ from .keys import key_of
 from .models import MqttOutbox
 from .service import CloudService
 from .sql import Sql
-from .sync import note_outbox, queue_bundle_on, queue_rotations_on, receipt_on, rotation_frames
+from .sync import (
+    queue_bundle_on,
+    queue_frames,
+    queue_rotations_on,
+    receipt_on,
+    rotation_frames,
+)
 from .time_sync import MIN_CORRECTION_S, needs_time_sync, time_sync_on
 
 __all__ = [
@@ -71,7 +77,7 @@ def ingest_receipt(cloud: CloudService, door_id: str, payload: bytes) -> Receipt
     A BASE_VERSION receipt queues a bundle from the version the lock holds.
     """
     with cloud.statements() as sql:
-        receipt = receipt_on(sql, door_id, payload)
+        receipt = receipt_on(sql, door_id, payload).receipt
         if receipt.status is ReceiptStatus.BASE_VERSION:
             _queue_bundle(cloud, sql, door_id, receipt.list_version)
     return receipt
@@ -173,11 +179,7 @@ def _queue_time_sync(cloud: CloudService, sql: Sql, hello: Hello, tolerance_s: i
     )
     if issued.frame is None:
         return None
-    sql.run(
-        "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)",
-        [door_topic(hello.door_id, "time"), issued.frame, False, False],
-    )
-    note_outbox(sql.session)
+    queue_frames(sql, [(door_topic(hello.door_id, "time"), issued.frame, False)])
     return issued.sequence
 
 

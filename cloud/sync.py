@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -62,6 +62,7 @@ from .models import (
 from .sql import Sql, json_list, marks
 
 __all__ = [
+    "Accepted",
     "BundleCache",
     "DoorChange",
     "GrantTerms",
@@ -78,6 +79,7 @@ __all__ = [
     "openable_doors",
     "queue_bundle",
     "queue_bundle_on",
+    "queue_frames",
     "queue_rotations",
     "queue_rotations_on",
     "receipt_on",
@@ -520,12 +522,8 @@ def _queue_bundles(
             cache=cache,
             contents=_given(known, c.held.digest),
         )
-        outbox.append((door_topic(bytes.fromhex(door.id), "bundle"), frame, True, False))
-    sql.run_many(
-        "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)", outbox
-    )
-    if outbox:
-        note_outbox(sql.session)
+        outbox.append((door_topic(bytes.fromhex(door.id), "bundle"), frame, True))
+    queue_frames(sql, outbox)
 
 
 def _given(changes: list[Change], digest: bytes) -> Callable[[int], tuple[list[Change], bytes]]:
@@ -681,7 +679,7 @@ def accept_receipt(session: Session, door: Door, payload: bytes) -> Receipt:
     objects are expired: ``door`` reads its new values.)
     """
     with Sql(session) as sql:
-        return receipt_on(sql, door.id, payload)
+        return receipt_on(sql, door.id, payload).receipt
 
 
 _DOOR_RECEIPT: Final = (
@@ -689,7 +687,14 @@ _DOOR_RECEIPT: Final = (
 )
 
 
-def receipt_on(sql: Sql, door_id: str, payload: bytes) -> Receipt:
+class Accepted(NamedTuple):
+    """What :func:`receipt_on` did: the verified receipt, the door's synced version after."""
+
+    receipt: Receipt
+    synced_version: int
+
+
+def receipt_on(sql: Sql, door_id: str, payload: bytes) -> Accepted:
     """:func:`accept_receipt` on raw statements: the door's row locked, read and written
     once (not at all when nothing changes)."""
     row = sql.row(_DOOR_RECEIPT + sql.lock(), [door_id])
@@ -721,7 +726,7 @@ def receipt_on(sql: Sql, door_id: str, payload: bytes) -> Receipt:
             "UPDATE door SET synced_version = ?, capacity_error = ? WHERE id = ?",
             [new_synced, new_error, door_id],
         )
-    return receipt
+    return Accepted(receipt, new_synced)
 
 
 @lru_cache(maxsize=4096)
@@ -763,11 +768,12 @@ def queue_bundle_on(
     frame = door_bundle(
         sql, door_id, bytes(row[0]), base, row[1], key=key, random=random, cache=cache
     )
-    _outbox(sql, [(door_topic(bytes.fromhex(door_id), "bundle"), frame, True)])
+    queue_frames(sql, [(door_topic(bytes.fromhex(door_id), "bundle"), frame, True)])
 
 
-def _outbox(sql: Sql, frames: list[tuple[str, bytes, bool]]) -> None:
-    """Queue ``(topic, payload, retain)`` frames for the MQTT bridge."""
+def queue_frames(sql: Sql, frames: list[tuple[str, bytes, bool]]) -> None:
+    """Queue ``(topic, payload, retain)`` frames in the MQTT outbox, in this transaction
+    (:func:`note_outbox`: the bridge is woken after the commit)."""
     sql.run_many(
         "INSERT INTO mqtt_outbox (topic, payload, retain, sent) VALUES (?, ?, ?, ?)",
         [(topic, payload, retain, False) for topic, payload, retain in frames],
@@ -803,5 +809,5 @@ def queue_rotations_on(sql: Sql, *, after: int, topic: str) -> int:
         [after],
     )
     frames = [bytes(frame) for (frame,) in rows]
-    _outbox(sql, [(topic, frame, n == len(frames) - 1) for n, frame in enumerate(frames)])
+    queue_frames(sql, [(topic, frame, n == len(frames) - 1) for n, frame in enumerate(frames)])
     return len(frames)
