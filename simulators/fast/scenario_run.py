@@ -84,6 +84,7 @@ from simulators.outcome import Decision, DoorTraffic, Figure, RunOutcome, Series
 from simulators.traffic import Opening, openings
 
 from .clock import Scheduler
+from .collector import collector_for_run, collector_paused
 from .net import BleModel, MqttLink, MqttModel
 from .report import Tracked, Tracker, percentile
 from .scenario_faults import Faults
@@ -122,32 +123,33 @@ class ScenarioRun:
         mqtt: MqttModel | None = None,
         ble: BleModel | None = None,
     ) -> None:
-        self.scenario = scenario
-        self.progress = progress
-        self.clock = Scheduler()
-        self.mqtt_model = mqtt or MqttModel()
-        self.ble = ble or BleModel()
-        clocks = [LockClock(self.clock) for _ in range(scenario.door_count)]
-        self.setup: ScenarioSetup = build_world(scenario, lambda n: clocks[n])
-        self.config = lock_config()
-        self.cache = self.setup.cache
-        self.doors = self._make_doors(clocks)
-        self.door_index = {door.spec.id: door.spec.index for door in self.doors}
-        self.people = self._make_people()
-        self.tracker = Tracker(len(self.doors))
-        self.pending = PendingDoors()
-        self.decisions: list[Decision] = []
-        self.samples: list[tuple[float, int, int]] = []
-        self.counts: dict[str, int] = {}
-        self.cloud_up = True
-        self.broker_up = True
-        self.held_for_cloud: list[Callable[[], object]] = []
-        self._drain_due = False
-        self.channels = itertools.count(1)
-        self._openings = iter(openings(scenario))
-        self.faults = Faults(self)
-        self.visits = Visits(self)
-        self._start()
+        with collector_paused():  # a world of long-lived objects, hardly any cycles
+            self.scenario = scenario
+            self.progress = progress
+            self.clock = Scheduler()
+            self.mqtt_model = mqtt or MqttModel()
+            self.ble = ble or BleModel()
+            clocks = [LockClock(self.clock) for _ in range(scenario.door_count)]
+            self.setup: ScenarioSetup = build_world(scenario, lambda n: clocks[n])
+            self.config = lock_config()
+            self.cache = self.setup.cache
+            self.doors = self._make_doors(clocks)
+            self.door_index = {door.spec.id: door.spec.index for door in self.doors}
+            self.people = self._make_people()
+            self.tracker = Tracker(len(self.doors))
+            self.pending = PendingDoors()
+            self.decisions: list[Decision] = []
+            self.samples: list[tuple[float, int, int]] = []
+            self.counts: dict[str, int] = {}
+            self.cloud_up = True
+            self.broker_up = True
+            self.held_for_cloud: list[Callable[[], object]] = []
+            self._drain_due = False
+            self.channels = itertools.count(1)
+            self._openings = iter(openings(scenario))
+            self.faults = Faults(self)
+            self.visits = Visits(self)
+            self._start()
 
     # --- construction -------------------------------------------------------------------
 
@@ -191,7 +193,8 @@ class ScenarioRun:
 
     def run(self) -> RunOutcome:
         """Run to the scenario's end and return what happened."""
-        self.clock.run_until(self.scenario.duration_s)
+        with collector_for_run():
+            self.clock.run_until(self.scenario.duration_s)
         return self.outcome()
 
     def count(self, what: str, amount: int = 1) -> None:
