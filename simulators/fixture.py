@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from protocol.crypto import ed25519_private_from_seed, public_bytes, x25519_private_from_seed
 
-__all__ = ["Door", "World", "counting_random", "fixed_bytes"]
+__all__ = ["Door", "World", "counting_random", "fixed_bytes", "seeded_random"]
 
 
 def fixed_bytes(label: str, size: int = 32) -> bytes:
@@ -35,6 +36,14 @@ def counting_random(label: str) -> Callable[[int], bytes]:
     ``fixed_bytes(f"{label} {n}", size)``."""
     counter = itertools.count()
     return lambda size: fixed_bytes(f"{label} {next(counter)}", size)
+
+
+def seeded_random(label: str) -> Callable[[int], bytes]:
+    """A deterministic stand-in for ``os.urandom`` ten times cheaper per draw than
+    :func:`counting_random` (a Mersenne Twister seeded with ``label``, which hashes it
+    the same way on every machine and in every process): for the nonces a simulated lock
+    draws on every card tap and phone visit. Predictable by design: never for keys."""
+    return random.Random(label).randbytes
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ from simulators._scenario_model import (
     PhoneOffline,
     PowerCut,
 )
-from simulators.fixture import counting_random
+from simulators.fixture import seeded_random
 from simulators.outcome import FaultRecord, Figure
 
 from .scenario_parts import FaultLog, SimDoor, SimPhone
@@ -250,7 +250,7 @@ class Faults:
         door.boots += 1
         label = f"scenario {run.scenario.seed} rt {door.spec.id} boot {door.boots}"
         door.lock = LockRuntime.boot(
-            Flash(door.medium), config=run.config, clock=door.clock, random=counting_random(label)
+            Flash(door.medium), config=run.config, clock=door.clock, random=seeded_random(label)
         )
         held = door.lock.controller.state.held
         old_version, old_digest = self._before_cut.pop(door.spec.index)

@@ -62,7 +62,7 @@ from controller.runtime import LockRuntime
 from controller.storage import Flash, MemoryMedium
 from protocol import Receipt, ReceiptStatus, decode_message
 from simulators._scenario_model import LostCard, Scenario
-from simulators.fixture import counting_random, fixed_bytes
+from simulators.fixture import counting_random, fixed_bytes, seeded_random
 
 __all__ = ["CardSpec", "DoorSpec", "PersonSpec", "ScenarioSetup", "build_world", "bundle_cache"]
 
@@ -356,7 +356,7 @@ def _provision(
         config=config,
         clock=clock,
         wall_time=wall_t0,
-        random=counting_random(label),
+        random=seeded_random(label),
     )
 
 
