@@ -21,6 +21,14 @@ MQTT and BLE models in between.
 
 The loss checks of both runs (``*_lost_audit_events``, ``*_lost_updates``) must be 0.
 
+* The crypto in both runs (:mod:`bench._signatures`): ``fast_ed25519_signs`` and
+  ``_verifies`` count the residential run's Ed25519 operations; ``ed25519_sign_us`` and
+  ``ed25519_verify_us`` time one of each on this machine; ``fast_signature_floor_s`` and
+  ``fast_week_signature_floor_s`` are the wall seconds those operations alone take, and
+  ``fast_events_per_s_signature_ceiling`` the access events per second the residential run
+  could reach if nothing but its signatures cost anything. No goal: they say how much of a
+  rate is crypto, and they track the machine's speed.
+
 * ``live_doors_sustained`` and its companions (``live_*``) — live mode on real parts:
   the most online doors a live run keeps every update receipted within 2 s
   (:mod:`bench.sim_live` says how it searches).
@@ -37,6 +45,7 @@ from simulators.outcome import Figure
 from simulators.scenario import load_scenario
 
 from . import Figures, Goal
+from ._signatures import UnitCosts, counted, unit_costs
 from .sim_live import LIVE_GOALS, LIVE_UNITS, live_figures
 
 __all__ = ["GOALS", "UNITS", "run"]
@@ -60,6 +69,11 @@ UNITS: dict[str, str] = {
     "fast_1000_doors_10000_people_1_day_s": "s",
     "fast_week_build_s": "s",
     "fast_week_events_per_s": "events/s",
+    "fast_signature_floor_s": "s",
+    "fast_events_per_s_signature_ceiling": "events/s",
+    "fast_week_signature_floor_s": "s",
+    "ed25519_sign_us": "us",
+    "ed25519_verify_us": "us",
     **LIVE_UNITS,
 }
 SCENARIOS = Path(__file__).resolve().parent.parent / "simulators" / "scenarios"
@@ -74,7 +88,7 @@ def _int(figure: Figure) -> int:
     return int(figure or 0)
 
 
-def _residential(quick: bool) -> Figures:
+def _residential(quick: bool, costs: UnitCosts) -> Figures:
     """Build untimed, run timed: the rate of access decisions and the loss checks."""
     scenario = load_scenario(RESIDENTIAL)
     if quick:
@@ -82,11 +96,17 @@ def _residential(quick: bool) -> Figures:
     start = time.perf_counter()
     world = ScenarioRun(scenario)
     built = time.perf_counter()
-    figures = world.run().figures
+    with counted() as signatures:
+        figures = world.run().figures
     run_s = time.perf_counter() - built
     events = _int(figures["access_events"])
+    floor_s = signatures.floor_s(costs)
     return {
         "fast_events_per_s": round(events / run_s, 1),
+        "fast_ed25519_signs": signatures.signs,
+        "fast_ed25519_verifies": signatures.verifies,
+        "fast_signature_floor_s": round(floor_s, 3),
+        "fast_events_per_s_signature_ceiling": round(events / floor_s, 1) if floor_s else 0,
         "fast_access_events": events,
         "fast_card_taps": _int(figures["card_taps"]),
         "fast_phone_visits": _int(figures["phone_visits"]),
@@ -101,7 +121,7 @@ def _residential(quick: bool) -> Figures:
     }
 
 
-def _week(quick: bool) -> Figures:
+def _week(quick: bool, costs: UnitCosts) -> Figures:
     """The whole week (its first day with ``quick``), build included, in wall seconds."""
     scenario = load_scenario(WEEK)
     key = WEEK_KEY
@@ -111,7 +131,8 @@ def _week(quick: bool) -> Figures:
     start = time.perf_counter()
     world = ScenarioRun(scenario)
     built = time.perf_counter()
-    figures = world.run().figures
+    with counted() as signatures:
+        figures = world.run().figures
     ran = time.perf_counter()
     events = _int(figures["access_events"])
     return {
@@ -119,6 +140,7 @@ def _week(quick: bool) -> Figures:
         "fast_week_build_s": round(built - start, 3),
         "fast_week_access_events": events,
         "fast_week_events_per_s": round(events / (ran - built), 1),
+        "fast_week_signature_floor_s": round(signatures.floor_s(costs), 3),
         "fast_week_lost_audit_events": _int(figures["lost_audit_events"]),
         "fast_week_lost_updates": _int(figures["lost_updates"]),
     }
@@ -126,4 +148,9 @@ def _week(quick: bool) -> Figures:
 
 def run(quick: bool) -> Figures:
     """The residential rate, the 1,000-door week, then live capacity (module docstring)."""
-    return {**_residential(quick), **_week(quick), **live_figures(quick)}
+    costs = unit_costs()
+    machine = {
+        "ed25519_sign_us": round(costs.sign_s * 1e6, 1),
+        "ed25519_verify_us": round(costs.verify_s * 1e6, 1),
+    }
+    return {**machine, **_residential(quick, costs), **_week(quick, costs), **live_figures(quick)}
