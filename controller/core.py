@@ -222,7 +222,8 @@ class Controller:
 
     def lock_time(self, now: float) -> int:
         """The lock's wall clock (unix seconds) at clock reading ``now``."""
-        return max(0, min(U32_MAX, int(now) + self.state.clock_offset))
+        time = int(now) + self.state.clock_offset
+        return time if 0 <= time <= U32_MAX else max(0, min(U32_MAX, time))
 
     @property
     def battery_pct(self) -> int:
@@ -282,7 +283,7 @@ class Controller:
         if self._cards:
             self._cards = {u: c for u, c in self._cards.items() if c[1] > now}
         if self._issued:
-            self._issued = {c: t for c, t in self._issued.items() if t > now}
+            _drop_expired(self._issued, now)
 
     # --- plumbing: records before effects -----------------------------------------------
 
@@ -302,7 +303,8 @@ class Controller:
             self._since_snapshot += 1
 
     def _finish(self) -> list[Action]:
-        self._flush()
+        if self._records:
+            self._flush()
         if self._since_snapshot >= self.config.snapshot_every:
             self._actions.append(PersistSnapshot(self.state.to_snapshot()))
             self._since_snapshot = 0
@@ -375,7 +377,8 @@ class Controller:
     ) -> int:
         """Log a decision, update the lockout, report it; return the audit seq."""
         time = self.lock_time(now)
-        self._report_lost(time)
+        if self.state.audit.lost:
+            self._report_lost(time)
         seq = self._append_event(time, _DECISION_KINDS[method], reason, credential_id[:16], 0)
         if lockout_key is not None and reason is not Reason.LOCKED_OUT:
             if reason is Reason.GRANTED:
@@ -455,17 +458,21 @@ class Controller:
             self._drain(self.config.battery.radio_ma * max(0.0, now - session.connected_at) / 3600)
 
     def _send_audit(self, channel: Channel) -> None:
-        """Send the held events this session has not sent yet (§6.5).
+        """Send the held events this session has not sent yet (§6.4, §6.5).
 
         Each event goes out once per session: a new session starts again from the oldest
-        unacknowledged event, so one that a relay dropped is sent again then.
+        unacknowledged event, so one that a relay dropped is sent again then. While the
+        lock's MQTT session is up, that session carries the audit and a BLE session
+        sends none (a phone would only relay what the cloud already receives).
         """
+        if channel != MQTT and MQTT in self._sessions:
+            return
         session = self._sessions.get(channel)
         after = session.audit_sent_up_to if session is not None else 0
         events = self.state.audit.batch(self.config.audit_batch_events, after_seq=after)
         if events:
-            batch = AuditBatch(door_id=self.door_id, events=events).signed(self._identity_key)
-            self._send(channel, batch.to_frame())
+            batch = AuditBatch(door_id=self.door_id, events=events)
+            self._send(channel, batch.signed_frame(self._identity_key))
             if session is not None:
                 session.audit_sent_up_to = events[-1].seq
 
@@ -476,24 +483,17 @@ class Controller:
         try:
             _, message_type, payload = decode_frame(data, limits=self.config.limits)
             about = message_type
-            handler = self._handlers().get(message_type)
+            handler = _FRAME_HANDLERS.get(message_type)
             if handler is None:
                 raise _NotAccepted(
                     f"a lock does not accept {MessageType(message_type).name} frames"
                 )
-            handler(channel, payload, now)
+            getattr(self, handler)(channel, payload, now)
         except ProtocolError as error:
             self._send_error(channel, error, about)
 
-    def _handlers(self) -> dict[int, Callable[[Channel, bytes, float], None]]:
-        return {
-            MessageType.AUTH: self._on_auth,
-            MessageType.BUNDLE: self._on_bundle,
-            MessageType.AUDIT_ACK: self._on_audit_ack,
-            MessageType.TIME_SYNC: self._on_time_sync,
-            MessageType.KEY_ROTATION: self._on_key_rotation,
-            MessageType.ERROR: _ignore,
-        }
+    def _on_error(self, channel: Channel, payload: bytes, now: float) -> None:
+        """ERROR frames from a peer need no answer."""
 
     def _on_auth(self, channel: Channel, payload: bytes, now: float) -> None:
         session = self._sessions.get(channel)
@@ -666,13 +666,33 @@ _EVENT_HANDLERS: dict[type, Callable[[Controller, Any, float], None]] = {
     Connected: lambda c, e, now: c._on_connected(e.channel, now),
     Disconnected: lambda c, e, now: c._on_disconnected(e.channel, now),
 }
+_FRAME_HANDLERS: dict[int, str] = {
+    MessageType.AUTH: "_on_auth",
+    MessageType.BUNDLE: "_on_bundle",
+    MessageType.AUDIT_ACK: "_on_audit_ack",
+    MessageType.TIME_SYNC: "_on_time_sync",
+    MessageType.KEY_ROTATION: "_on_key_rotation",
+    MessageType.ERROR: "_on_error",
+}
+"""The frames a lock accepts, by type: the name of the method that takes each (looked up
+on the instance, so a subclass may override one)."""
 _EFFECTS = frozenset({Send, Energise})
 """Actions with effects outside the lock: pending records are flushed before them."""
 
 
+def _drop_expired(deadlines: dict[bytes, float], now: float) -> None:
+    """Drop the oldest entries while their deadline is over.
+
+    Entries are added with deadlines a fixed lifetime ahead, so in deadline order, and
+    the common sweep looks at one entry. After the lock clock stepped back, an expired
+    entry may wait behind a live one a little longer; that only delays freeing its
+    memory, since every use of an entry re-tests its deadline."""
+    while deadlines:
+        oldest = next(iter(deadlines))
+        if deadlines[oldest] > now:
+            return
+        del deadlines[oldest]
+
+
 class _NotAccepted(DecodeError):
     """A well-formed frame this lock does not accept here."""
-
-
-def _ignore(channel: Channel, payload: bytes, now: float) -> None:
-    """ERROR frames from a peer need no answer."""

@@ -95,10 +95,10 @@ class LockRuntime:
     def execute(self, actions: list[Action]) -> list[Action]:
         """Write persistence actions to flash in order; return the rest, in order."""
         rest: list[Action] = []
-        for action in actions:
-            if isinstance(action, PersistTransaction):
+        for action in actions:  # no action class has subclasses: identity is the test
+            if type(action) is PersistTransaction:
                 self._append(action.data)
-            elif isinstance(action, PersistSnapshot):
+            elif type(action) is PersistSnapshot:
                 self.flash.compact(action.data)
             else:
                 rest.append(action)

@@ -509,13 +509,15 @@ class Flash:
 
     def append(self, txn: bytes) -> None:
         """Durably append one transaction after the current snapshot."""
-        state = self._mounted()
+        state = self._state
+        if state is None or self._off:
+            state = self._mounted()
         if state.active is None:
             raise NotFormattedError("the image has no snapshot yet; call format() or compact()")
-        slot = state.active
-        self._check_capacity(self._size(1 - slot) + state.end, txn)
+        slot, size = state.active, self.medium.size
+        self._check_capacity((size(1 - slot) or 0) + state.end, txn)
         record = _encode_record(_Kind.TRANSACTION, state.next_sequence, txn)
-        if self._size(slot) > state.end:
+        if (size(slot) or 0) > state.end:
             self._mutate(self.medium.truncate, slot, state.end)  # drop a torn tail
         self._write(slot, state.end, record)
         state.end += len(record)
@@ -593,7 +595,11 @@ class Flash:
         """One low-level write: the unit the fault hook counts."""
         self._writes += 1
         if self._fault is None or self._writes != self._fault.at_write:
-            self._mutate(self.medium.write, slot, offset, data)
+            try:
+                self.medium.write(slot, offset, data)
+            except BaseException:
+                self._state = None  # as _mutate: unknown tail, rescan before the next write
+                raise
             return
         self._off = True
         landed = self._fault.landed(data)

@@ -106,6 +106,11 @@ class SignedMessage(Message):
         signature = sign(key, self.CONTEXT, self.body_bytes())
         return replace(self, signature=signature)  # type: ignore[type-var]
 
+    def signed_frame(self, key: Ed25519PrivateKey) -> bytes:
+        """``self.signed(key).to_frame()``, building the body once and no second message."""
+        body = self.body_bytes()
+        return encode_frame(self.TYPE, body + sign(key, self.CONTEXT, body))
+
     def verify(self, key: Ed25519PublicKey) -> None:
         """Check the signature over the canonical body; raise AuthenticationError."""
         verify(key, self.CONTEXT, self.body_bytes(), self.signature)

@@ -32,6 +32,8 @@ def check_bytes(name: str, value: bytes, *, size: int | None = None, max_size: i
 
 def to_enum(enum: type[E], name: str, value: int) -> E:
     """Convert a wire integer to ``enum`` or raise :class:`UsageError`."""
+    if type(value) is enum:  # already a member: enum(member) is the member itself
+        return value
     try:
         return enum(value)
     except ValueError:

@@ -289,19 +289,16 @@ def view_entry(blob: bytes) -> EntryView:
     kind, size = blob[0], blob[1]
     at = 2 + size
     status, valid_from, valid_until, count = _ENTRY_FIXED.unpack_from(blob, at)
-    at += _ENTRY_FIXED.size
-    schedule = tuple(_WINDOW.iter_unpack(blob[at : at + 5 * count])) if count else ()
-    at += 5 * count
-    card_key = blob[at : at + CARD_KEY_SIZE] if kind == CredentialKind.KEYCARD else b""
-    return EntryView(
-        kind,
-        blob[2 : at - 5 * count - _ENTRY_FIXED.size],
-        status,
-        valid_from,
-        valid_until,
-        schedule,
-        card_key,
-    )
+    end = at + _ENTRY_FIXED.size + 5 * count
+    schedule = tuple(_WINDOW.iter_unpack(blob[end - 5 * count : end])) if count else ()
+    card_key = blob[end : end + CARD_KEY_SIZE] if kind == _KEYCARD else b""
+    fields = (kind, blob[2:at], status, valid_from, valid_until, schedule, card_key)
+    return _new_view(EntryView, fields)  # EntryView(*fields), without its Python __new__
+
+
+_KIND_BYTES = {kind: bytes((kind,)) for kind in CredentialKind}
+"""Each kind as the one-byte prefix of its entries' keys."""
+_new_view = tuple.__new__
 
 
 def read_entry(data: bytes, at: int) -> tuple[Credential, int] | None:
@@ -454,7 +451,7 @@ class CredentialList(Mapping[CredentialKey, Credential]):
 
     def view(self, kind: CredentialKind, credential_id: bytes) -> EntryView | None:
         """O(1) lookup of one entry as a light, read-only view (no validation)."""
-        blob = self._blobs.get(bytes((kind,)) + credential_id)
+        blob = self._blobs.get((_KIND_BYTES.get(kind) or bytes((kind,))) + credential_id)
         return None if blob is None else view_entry(blob)
 
     def lookup(self, kind: CredentialKind, credential_id: bytes) -> Credential | None:

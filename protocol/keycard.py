@@ -70,17 +70,17 @@ def _is_bytes(value: object) -> bool:
 
 
 def _check_uid(uid: bytes) -> None:
-    if not _is_bytes(uid) or len(uid) not in CARD_UID_SIZES:
+    if not isinstance(uid, _BYTES_TYPES) or len(uid) not in CARD_UID_SIZES:
         raise UsageError(f"a card uid must be {', '.join(map(str, CARD_UID_SIZES))} bytes")
 
 
 def _check_key(key: bytes) -> None:
-    if not _is_bytes(key) or len(key) != CARD_KEY_SIZE:
+    if not isinstance(key, _BYTES_TYPES) or len(key) != CARD_KEY_SIZE:
         raise UsageError(f"a card key must be {CARD_KEY_SIZE} bytes")
 
 
 def _check_challenge(challenge: bytes) -> None:
-    if not _is_bytes(challenge) or len(challenge) != CARD_CHALLENGE_SIZE:
+    if not isinstance(challenge, _BYTES_TYPES) or len(challenge) != CARD_CHALLENGE_SIZE:
         raise UsageError(f"a card challenge must be {CARD_CHALLENGE_SIZE} bytes")
 
 
@@ -100,7 +100,9 @@ def _keyed_mac(key: bytes, uid: bytes) -> CMAC:
 
 def _cmac(key: bytes, uid: bytes, challenge: bytes) -> bytes:
     """Compute the tag over the labelled, length-prefixed uid and the challenge."""
-    mac = _keyed_mac(bytes(key), bytes(uid)).copy()
+    if type(key) is not bytes or type(uid) is not bytes:  # the cache is keyed by bytes
+        key, uid = bytes(key), bytes(uid)
+    mac = _keyed_mac(key, uid).copy()
     mac.update(challenge)
     return mac.finalize()
 

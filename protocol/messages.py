@@ -22,7 +22,14 @@ from ._message import Message, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import ErrorCode, Intent, MessageType, Reason
 from .crypto import SignContext, sign, verify
-from .errors import AuthenticationError, MalformedMessageError, TooLargeError, UsageError
+from .errors import (
+    AuthenticationError,
+    MalformedMessageError,
+    TooLargeError,
+    TrailingBytesError,
+    TruncatedError,
+    UsageError,
+)
 from .limits import DEFAULT_LIMITS, Limits
 from .mobile_credential import MobileCredential
 
@@ -31,6 +38,7 @@ __all__ = ["CHALLENGE_SIZE", "Auth", "ErrorMessage", "Hello", "UnlockResult"]
 CHALLENGE_SIZE = 16
 _AUTH_HEAD = struct.Struct(">BH")  # §4.2 AUTH offsets 0-2: intent, credential length
 _INTENTS: dict[int, Intent] = {intent.value: intent for intent in Intent}
+_HELLO_HEAD = struct.Struct(">16sIIBIII16sB")  # §4.1 up to the versions, and their count
 _UNLOCK_RESULT = struct.Struct(">16sBBI")  # §4.3: door_id, reason, open_seconds, audit_seq
 
 
@@ -74,6 +82,55 @@ class Hello(Message):
             raise UsageError("supported_versions must list 1 to 8 versions")
         for version in self.supported_versions:
             check_uint("supported version", version, 8)
+
+    def to_bytes(self) -> bytes:
+        """The §4.1 payload, packed with ``struct`` (one per session); the fields are in
+        range by ``__post_init__``, and ``tests/test_unlock_speed.py`` checks the bytes
+        equal ``_FORMAT.build``'s."""
+        versions = self.supported_versions
+        head = _HELLO_HEAD.pack(
+            self.door_id,
+            self.list_version,
+            self.list_age_s,
+            self.battery_pct,
+            self.audit_head_seq,
+            self.key_epoch,
+            self.lock_time,
+            self.challenge,
+            len(versions),
+        )
+        return head + bytes(versions)
+
+    @classmethod
+    def from_bytes(cls, payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Self:
+        """:meth:`Message.from_bytes` without construct (a phone reads one per session):
+        same result, same errors (truncation or trailing bytes, then the constructor's
+        checks), as ``tests/test_unlock_speed.py`` checks."""
+        size = _HELLO_HEAD.size
+        end = size + payload[size - 1] if len(payload) >= size else 0
+        if len(payload) < size or len(payload) < end:
+            raise TruncatedError(f"{cls.TYPE.name}: input ended early")
+        if len(payload) > end:
+            raise TrailingBytesError(len(payload) - end)
+        door_id, version, age, battery, head, epoch, time, challenge, _ = _HELLO_HEAD.unpack_from(
+            payload
+        )
+        try:
+            hello = cls(
+                door_id=door_id,
+                list_version=version,
+                list_age_s=age,
+                battery_pct=battery,
+                audit_head_seq=head,
+                key_epoch=epoch,
+                lock_time=time,
+                challenge=challenge,
+                supported_versions=tuple(payload[size:end]),
+            )
+        except UsageError as exc:
+            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
+        hello.check_limits(limits)
+        return hello
 
 
 @register
@@ -133,9 +190,11 @@ class Auth(Message):
 
         ``known(credential_bytes)`` returns a credential parsed earlier from exactly
         those bytes, or None. The fast path is taken only for a payload of exactly
-        AUTH's layout with a valid intent and a known credential, where a full parse
-        would yield an equal message; any other payload goes to :meth:`from_bytes`,
-        so the result and every error are those of :meth:`from_bytes`.
+        AUTH's layout with a valid intent, where a full parse would yield an equal
+        message: the credential is the known one, or else parsed from its bytes as
+        :meth:`from_bytes` parses it (without the envelope's construct parse); any other
+        payload goes to :meth:`from_bytes`, so the result and every error are those of
+        :meth:`from_bytes`.
         """
         head = _AUTH_HEAD.size
         if len(payload) >= head + SIGNATURE_SIZE:
@@ -143,12 +202,11 @@ class Auth(Message):
             end = head + size
             member = _INTENTS.get(intent)
             if member is not None and len(payload) == end + SIGNATURE_SIZE:
-                credential = known(bytes(payload[head:end]))
-                if credential is not None:
-                    signature = bytes(payload[end:])
-                    auth = cls(intent=member, credential=credential, signature=signature)
-                    auth.check_limits(limits)
-                    return auth
+                data = bytes(payload[head:end])
+                credential = known(data) or MobileCredential.from_bytes(data)
+                auth = cls(intent=member, credential=credential, signature=bytes(payload[end:]))
+                auth.check_limits(limits)
+                return auth
         return cls.from_bytes(payload, limits=limits)
 
     def verify(

@@ -6,14 +6,23 @@ the person, the phone's Ed25519 public key, a validity window (7 days by default
 and what it opens — a list of doors or a whole property. The lock checks the cloud
 signature, the window against its own clock, the scope against its own door and
 property id, and then the phone's signature over the session challenge (AUTH).
-The encoding is canonical: parsing re-encodes and rejects any other byte form, so
+The encoding is canonical: every field has a fixed size except the scope, a counted
+array of fixed-size ids, so a payload that parses has exactly one byte form, and
 "verify the exact bytes" and "verify the re-encoded body" are the same thing. The
-encoding is computed once and cached on the (frozen) credential: a phone presents
-the same credential for days, and every AUTH carries and signs it.
+encoding is computed once and cached on the (frozen) credential (a parsed one caches
+the received bytes): a phone presents the same credential for days, and every AUTH
+carries and signs it.
+
+Codec: ``_FORMAT`` (construct) is the normative declaration; a lock parses the
+credential of every AUTH whose credential it has not verified before, so the decoder
+is hand-written :mod:`struct` code raising the same errors in the same order, and
+``tests/test_unlock_speed.py`` proves the two agree (and that the received bytes are
+what the declaration builds back).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -25,13 +34,22 @@ from ._message import SignedMessage
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import MessageType, ScopeKind
 from .crypto import SignContext, ed25519_public_from_bytes, verify
-from .errors import MalformedMessageError, TooLargeError, UsageError
+from .errors import (
+    MalformedMessageError,
+    TooLargeError,
+    TrailingBytesError,
+    TruncatedError,
+    UsageError,
+)
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S", "MobileCredential"]
 
 DEFAULT_MOBILE_CREDENTIAL_LIFETIME_S = 7 * 24 * 3600
 ID_SIZE = 16
+_HEAD = struct.Struct(">I16s16s32sIIBB")
+"""§4.2 credential body up to the scope ids: epoch, ids, phone key, window, scope, count."""
+_SCOPE_KINDS: dict[int, ScopeKind] = {kind.value: kind for kind in ScopeKind}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +96,9 @@ class MobileCredential(SignedMessage):
     def _check_scope(self) -> None:
         ids = tuple(self.scope_ids)
         object.__setattr__(self, "scope_ids", ids)
-        for scope_id in ids:
-            check_bytes("scope id", scope_id, size=DOOR_ID_SIZE)
+        if set(map(type, ids)) != {bytes} or set(map(len, ids)) != {DOOR_ID_SIZE}:
+            for scope_id in ids:  # not all exactly 16-byte bytes: name the first culprit
+                check_bytes("scope id", scope_id, size=DOOR_ID_SIZE)
         if self.scope_kind is ScopeKind.PROPERTY and len(ids) != 1:
             raise UsageError("a PROPERTY scope names exactly one property id")
         if not ids or len(set(ids)) != len(ids):
@@ -114,9 +133,40 @@ class MobileCredential(SignedMessage):
 
     @classmethod
     def from_bytes(cls, payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Self:
+        """Parse a payload; its bytes are the credential's one encoding (module docstring),
+        so they become the encoding cache."""
         message = super().from_bytes(payload, limits=limits)
-        if message.to_bytes() != bytes(payload):
-            raise MalformedMessageError("mobile credential is not canonically encoded")
+        object.__setattr__(message, "_wire", bytes(payload))
+        return message
+
+    @classmethod
+    def _parse_body(cls, body: bytes, signature: bytes, limits: Limits) -> Self:
+        """:meth:`SignedMessage._parse_body` without construct: same result, same errors
+        (truncation or trailing bytes first, then the constructor's checks, then ``limits``)."""
+        end = _HEAD.size + DOOR_ID_SIZE * body[_HEAD.size - 1] if len(body) >= _HEAD.size else 0
+        if len(body) < _HEAD.size or len(body) < end:
+            raise TruncatedError(f"{cls.TYPE.name}: input ended early")
+        if len(body) > end:
+            raise TrailingBytesError(len(body) - end)
+        epoch, credential_id, person_id, phone_key, valid_from, valid_until, kind, _ = (
+            _HEAD.unpack_from(body)
+        )
+        scope_ids = tuple([body[at : at + DOOR_ID_SIZE] for at in range(_HEAD.size, end, ID_SIZE)])
+        try:
+            message = cls(
+                key_epoch=epoch,
+                credential_id=credential_id,
+                person_id=person_id,
+                phone_public_key=phone_key,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                scope_kind=_SCOPE_KINDS.get(kind, kind),
+                scope_ids=scope_ids,
+                signature=signature,
+            )
+        except UsageError as exc:
+            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
+        message.check_limits(limits)
         return message
 
     def phone_key(self) -> Ed25519PublicKey:

@@ -10,7 +10,10 @@ These properties pin the fast path to the declaration:
   constructor, ``unchecked``, decoded, copied);
 * decode: for valid and malformed bodies alike, the fast ``_parse_body`` and the
   generic construct path (:meth:`SignedMessage._parse_body` over ``_FORMAT``) give
-  equal batches, or raise the same error class with the same message and fields.
+  equal batches, or raise the same error class with the same message and fields;
+  the same holds for AUDIT_ACK bodies;
+* sign: a lock's one-step ``signed_frame`` equals ``signed(key).to_frame()``, and the
+  gapless check names the first event out of sequence, as the plain loop does.
 
 Malformed bodies are built by hand with ``int.to_bytes`` from raw field values
 (kinds out of range, ids over 16 bytes, gaps, wrong counts, truncation, trailing
@@ -20,17 +23,28 @@ bytes) and also drawn as arbitrary bytes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from protocol import DEFAULT_LIMITS, AuditBatch, AuditEvent, AuditEventKind, Limits, decode_message
+from protocol import (
+    DEFAULT_LIMITS,
+    AuditAck,
+    AuditBatch,
+    AuditEvent,
+    AuditEventKind,
+    Limits,
+    decode_message,
+)
 from protocol.audit import EventFormat
-from protocol.errors import ProtocolError
-from tests.strategies import U32_MAX, audit_batches, audit_events, door_ids, signatures
+from protocol.errors import AuditGapError, ProtocolError
+from tests.strategies import U32_MAX, audit_acks, audit_batches, audit_events, door_ids, signatures
 
 SIGNATURE = bytes(range(64))
 FAST = AuditBatch._parse_body
@@ -207,3 +221,67 @@ def test_full_signed_payload_decodes_identically(
     payload = AuditBatch(door_id=door_id, events=events, signature=signature).to_bytes()
     body, sig = payload[:-64], payload[-64:]
     assert AuditBatch.from_bytes(payload) == REFERENCE(body, sig, Limits())
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(batch=audit_batches())
+def test_a_signed_frame_is_the_signed_batch_s_frame(batch: AuditBatch) -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    unsigned = dataclasses.replace(batch, signature=b"")
+    assert unsigned.signed_frame(key) == unsigned.signed(key).to_frame()
+    restored = pickle.loads(pickle.dumps(unsigned))  # events without their encoding caches
+    assert restored.signed_frame(key) == unsigned.signed(key).to_frame()
+
+
+def _first_gap(seqs: list[int]) -> tuple[int, int] | None:
+    """The (expected, actual) of the first event out of sequence, by the §6.4 rule."""
+    for offset, seq in enumerate(seqs):
+        if seq != seqs[0] + offset:
+            return seqs[0] + offset, seq
+    return None
+
+
+@given(
+    first=st.integers(0, 1000),
+    steps=st.lists(st.sampled_from([1, 1, 1, 0, 2, -1]), max_size=30),
+)
+def test_a_gap_is_refused_at_the_first_event_out_of_sequence(first: int, steps: list[int]) -> None:
+    seqs = [first]
+    for step in steps:
+        seqs.append(max(0, seqs[-1] + step))
+    events = tuple(AuditEvent(seq=s, time=0, kind=AuditEventKind.BOOT) for s in seqs)
+    gap = _first_gap(seqs)
+    try:
+        AuditBatch(door_id=bytes(16), events=events)
+    except AuditGapError as exc:
+        assert (exc.expected, exc.actual) == gap
+    else:
+        assert gap is None
+
+
+# --- AUDIT_ACK: the struct decoder agrees with the declaration -----------------------------
+
+ACK_FAST = AuditAck._parse_body
+ACK_REFERENCE = super(AuditAck, AuditAck)._parse_body  # construct, via SignedMessage
+
+
+def _ack_outcome(parse: Callable[[], AuditAck]) -> tuple[Any, ...]:
+    try:
+        ack = parse()
+    except ProtocolError as exc:
+        return ("error", type(exc), str(exc), vars(exc))
+    return ("ok", ack, ack.to_bytes())
+
+
+@given(ack=audit_acks(), cut=st.integers(0, 30), extra=st.binary(max_size=3))
+def test_ack_bodies_decode_identically(ack: AuditAck, cut: int, extra: bytes) -> None:
+    body = ack.to_bytes()[:-64]
+    for candidate in (body, body[:cut], body + extra):
+        fast = _ack_outcome(partial(ACK_FAST, candidate, SIGNATURE, DEFAULT_LIMITS))
+        assert fast == _ack_outcome(partial(ACK_REFERENCE, candidate, SIGNATURE, DEFAULT_LIMITS))
+
+
+@given(body=st.binary(max_size=40), signature=st.binary(max_size=70))
+def test_arbitrary_ack_bytes_decode_identically(body: bytes, signature: bytes) -> None:
+    fast = _ack_outcome(lambda: ACK_FAST(body, signature, DEFAULT_LIMITS))
+    assert fast == _ack_outcome(lambda: ACK_REFERENCE(body, signature, DEFAULT_LIMITS))

@@ -887,6 +887,25 @@ def test_each_audit_event_is_sent_once_per_session_and_again_in_the_next() -> No
     assert [e.seq for e in again] == list(range(boot[-1].seq + 1, rig.view.audit_head + 1))
 
 
+def test_a_lock_with_a_live_mqtt_session_sends_no_audit_over_ble() -> None:
+    """§6.4: the MQTT session carries the audit; a BLE session then carries none."""
+    rig = _rig(NOON, person_entry(PERSON))
+    assert _all_batched(rig.handle(Connected(MQTT)))  # the MQTT session takes the audit
+    channel, _ = rig.connect()
+    granted = rig.auth(channel, _credential(rig), phone_key(PERSON))
+    assert granted.reason is Reason.GRANTED and granted.of(AuditBatch) == []
+    rig.cloud.commit(card_entry(CARD))
+    applied = rig.deliver(rig.cloud.bundle(1), channel)
+    assert [type(m).__name__ for m in applied.messages] == ["Receipt"]
+    assert rig.deliver(rig.cloud.audit_ack(1), channel).of(AuditBatch) == []
+    assert rig.state.audit.events()[0].seq == 2  # the ack still frees what it covers
+    rig.disconnect(channel)
+    rig.disconnect(MQTT)
+    channel, _ = rig.connect()  # the MQTT session is down: the phone carries the audit again
+    after = rig.auth(channel, _credential(rig), phone_key(PERSON))
+    assert [e.seq for e in _all_batched(after)] == list(range(2, rig.view.audit_head + 1))
+
+
 def test_audit_sequence_is_gapless_across_batches_and_acks() -> None:
     rig = _rig(NOON, card_entry(CARD), person_entry(PERSON), config=SMALL_RING)
     uploaded: dict[int, AuditEvent] = {}

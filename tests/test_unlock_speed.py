@@ -7,7 +7,9 @@ hit skips only that work: other keys' signatures are still refused, a key rotati
 forgets the cache, the window, scope, lockout and the phone's fresh challenge
 signature are checked on every AUTH, the cache is bounded, and the lock persists and
 decides exactly as without the cache. ``Auth.from_bytes_known`` agrees with
-``Auth.from_bytes`` result for result and error for error.
+``Auth.from_bytes`` result for result and error for error, and the credential's
+``struct`` decoder with the construct declaration (and its bytes with what the
+declaration builds back), and HELLO's ``struct`` codec with its declaration.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from functools import partial
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller.config import ControllerConfig
-from protocol import Auth, Intent, MobileCredential, Reason, ScopeKind, UnlockResult
-from protocol._message import SignedMessage
-from protocol.errors import AuthenticationError, ProtocolError
-from protocol.limits import DEFAULT_LIMITS
+from protocol import Auth, Hello, Intent, MobileCredential, Reason, ScopeKind, UnlockResult
+from protocol._message import Message, SignedMessage, _split_signature
+from protocol.errors import AuthenticationError, MalformedMessageError, ProtocolError
+from protocol.limits import DEFAULT_LIMITS, Limits
 from simulators.fixture import fixed_bytes
 from tests.controller_harness import (
     DAY,
@@ -33,6 +37,7 @@ from tests.controller_harness import (
     person_entry,
     phone_key,
 )
+from tests.strategies import hellos, mobile_credentials
 
 PERSON = 1
 
@@ -244,22 +249,87 @@ def _payloads() -> list[bytes]:
     return cases
 
 
+@pytest.mark.parametrize("remembered", [True, False])
 @pytest.mark.parametrize("scope_doors", [DEFAULT_LIMITS.max_scope_doors, 0])
-def test_from_bytes_known_agrees_with_from_bytes(scope_doors: int) -> None:
+def test_from_bytes_known_agrees_with_from_bytes(scope_doors: int, remembered: bool) -> None:
     limits = dataclasses.replace(DEFAULT_LIMITS, max_scope_doors=scope_doors)
     payloads = _payloads()
     known: dict[bytes, MobileCredential] = {}
     for payload in payloads:  # what a lock verified earlier, under the default limits
         parsed = _outcome(partial(Auth.from_bytes, payload))
-        if isinstance(parsed, Auth):
+        if isinstance(parsed, Auth) and remembered:
             known[parsed.credential.to_bytes()] = parsed.credential
-    assert known
+    assert bool(known) == remembered
     for payload in payloads:
         expected = _outcome(partial(Auth.from_bytes, payload, limits=limits))
         got = _outcome(partial(Auth.from_bytes_known, payload, known.get, limits=limits))
         assert got == expected
-        if isinstance(got, Auth):
+        if isinstance(got, Auth) and remembered:
             assert got.credential is known[got.credential.to_bytes()]
+        if isinstance(got, Auth):
+            assert got.credential.to_bytes() == _declared(got.credential)
+
+
+# --- the credential's struct decoder agrees with the construct declaration ----------------
+
+_REFERENCE_BODY = super(MobileCredential, MobileCredential)._parse_body  # construct
+
+
+def _reference_credential(payload: bytes, limits: Limits) -> MobileCredential:
+    """The declared decoding: construct over ``_FORMAT``, then re-encode and compare."""
+    body, signature = _split_signature(payload, MobileCredential.TYPE)
+    message = _REFERENCE_BODY(body, signature, limits)
+    if _declared(message) != payload:
+        raise MalformedMessageError("mobile credential is not canonically encoded")
+    return message
+
+
+def _credential_outcome(parse: Callable[[], MobileCredential]) -> object:
+    try:
+        credential = parse()
+    except ProtocolError as error:
+        return (type(error), str(error), vars(error))
+    return (credential, credential.to_bytes(), _declared(credential))
+
+
+def _credential_cases(credential: MobileCredential, rnd: random.Random) -> list[bytes]:
+    good = credential.to_bytes()
+    body, signature = good[:-64], good[-64:]
+    count_at = 77
+    cases = [good, good[:-1], good + b"\x00", good[:64], good[:140], b"", good[:78]]
+    for count in (0, body[count_at] + 1, max(0, body[count_at] - 1), 255):
+        cases.append(body[:count_at] + bytes([count]) + body[count_at + 1 :] + signature)
+    for kind in (0, 3, 255):  # scope kinds out of range
+        cases.append(body[: count_at - 1] + bytes([kind]) + body[count_at:] + signature)
+    window = body[:72] + body[76:80] + body[72:76] + body[80:]  # valid_until before valid_from
+    cases.append(window + signature)
+    scope = body[78:]
+    if len(scope) >= 32:  # a repeated scope id
+        cases.append(body[:78] + scope[:16] + scope[:16] + scope[32:] + signature)
+    for _ in range(20):
+        mutated = bytearray(good)
+        for _ in range(rnd.randint(1, 3)):
+            mutated[rnd.randrange(len(mutated))] = rnd.randrange(256)
+        cases.append(bytes(mutated))
+    return cases
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(credential=mobile_credentials(), seed=st.integers(0, 2**32), limited=st.booleans())
+def test_the_credential_decoder_agrees_with_the_declared_format(
+    credential: MobileCredential, seed: int, limited: bool
+) -> None:
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_scope_doors=1) if limited else DEFAULT_LIMITS
+    for payload in _credential_cases(credential, random.Random(seed)):
+        expected = _credential_outcome(partial(_reference_credential, payload, limits))
+        got = _credential_outcome(partial(MobileCredential.from_bytes, payload, limits=limits))
+        assert got == expected
+
+
+@given(payload=st.binary(max_size=400))
+def test_the_credential_decoder_agrees_on_arbitrary_bytes(payload: bytes) -> None:
+    expected = _credential_outcome(partial(_reference_credential, payload, DEFAULT_LIMITS))
+    assert _credential_outcome(partial(MobileCredential.from_bytes, payload)) == expected
 
 
 def _declared(credential: MobileCredential) -> bytes:
@@ -313,3 +383,38 @@ def test_unlock_result_packs_as_the_declared_format(
     declared = bytes(UnlockResult._FORMAT.build(result._to_container()))
     assert result.to_bytes() == declared
     assert UnlockResult.from_bytes(declared) == result
+
+
+# --- HELLO: the struct codec agrees with the construct declaration --------------------------
+
+_REFERENCE_HELLO = partial(Message._parse.__func__, Hello, Hello._FORMAT)  # construct
+
+
+def _hello_outcome(parse: Callable[[], Hello]) -> object:
+    try:
+        hello = parse()
+    except ProtocolError as error:
+        return (type(error), str(error), vars(error))
+    return (hello, hello.to_bytes())
+
+
+@given(hello=hellos(), cut=st.integers(0, 70), extra=st.binary(max_size=3), data=st.data())
+def test_hello_encodes_and_decodes_as_the_declared_format(
+    hello: Hello, cut: int, extra: bytes, data: st.DataObject
+) -> None:
+    declared = bytes(Hello._FORMAT.build(hello._to_container()))
+    assert hello.to_bytes() == declared
+    count_at = 53
+    cases = [declared, declared[:cut], declared + extra]
+    for count in (0, 9, 255, data.draw(st.integers(0, 255))):  # versions: none, too many
+        cases.append(declared[:count_at] + bytes([count]) + declared[count_at + 1 :])
+    cases.append(declared[:24] + bytes([data.draw(st.integers(101, 255))]) + declared[25:])
+    for payload in cases:
+        expected = _hello_outcome(partial(_REFERENCE_HELLO, payload, DEFAULT_LIMITS))
+        assert _hello_outcome(partial(Hello.from_bytes, payload)) == expected
+
+
+@given(payload=st.binary(max_size=80))
+def test_hello_decoder_agrees_on_arbitrary_bytes(payload: bytes) -> None:
+    expected = _hello_outcome(partial(_REFERENCE_HELLO, payload, DEFAULT_LIMITS))
+    assert _hello_outcome(partial(Hello.from_bytes, payload)) == expected
