@@ -41,9 +41,15 @@ from protocol import (
     ReceiptStatus,
     Window,
     WrongDoorError,
-    seal_bundle,
 )
-from protocol.bundle import Change, Remove, Upsert
+from protocol.bundle import (
+    Change,
+    Remove,
+    Upsert,
+    encode_changes,
+    encode_entry_changes,
+    seal_encoded_changes,
+)
 from protocol.credential_list import CredentialKey
 from protocol.crypto import (
     ed25519_public_from_bytes,
@@ -378,8 +384,9 @@ def resync(
         diff: dict[EntryKey, bytes | None] = {}
         for person_id in sorted(concerned, key=position.__getitem__):  # in id order, as ever
             grant = granted[person_id].get(door.id)
-            want = _desired(person_id, grant, cards[person_id], present)
-            diff |= {k: v for k, v in want.items() if held.get(k) != v}
+            for k, v in _desired(person_id, grant, cards[person_id], present).items():
+                if held.get(k) != v:
+                    diff[k] = v
         if diff:
             changed.append(_bump(sql, door, diff, held, cache))
     _write_bumps(sql, changed)
@@ -457,20 +464,24 @@ def _bump(
 
 def _write_bumps(sql: Sql, changed: list[_DoorDiff]) -> None:
     """Write every bumped door: version, changed entries, and the new version's digest."""
-    rows = [
-        (c.door.id, k, e, c.door.list_version, k in c.existing)
-        for c in changed
-        for k, e in c.diff.items()
-    ]
+    updates: list[tuple[bytes | None, int, str, int, str]] = []
+    inserts: list[tuple[str, int, str, bytes | None, int]] = []
+    for c in changed:
+        door_id, version, existing = c.door.id, c.door.list_version, c.existing
+        for (kind, cid), encoded in c.diff.items():
+            if (kind, cid) in existing:
+                updates.append((encoded, version, door_id, kind, cid))
+            else:
+                inserts.append((door_id, kind, cid, encoded, version))
     sql.run_many(
         "UPDATE door_entry SET encoded = ?, changed_version = ?"
         " WHERE door_id = ? AND kind = ? AND credential_id = ?",
-        [(e, v, d, k[0], k[1]) for d, k, e, v, exists in rows if exists],
+        updates,
     )
     sql.run_many(
         "INSERT INTO door_entry (door_id, kind, credential_id, encoded, changed_version)"
         " VALUES (?, ?, ?, ?, ?)",
-        [(d, k[0], k[1], e, v) for d, k, e, v, exists in rows if not exists],
+        inserts,
     )
     sql.run_many(
         "UPDATE door SET list_version = ? WHERE id = ?",
@@ -603,7 +614,7 @@ def door_bundle(
     """:func:`bundle_frame` on raw statements, for a door at ``target`` (its list version):
     the entries changed after ``base`` and the recorded digest, two statements."""
 
-    def contents(base: int) -> tuple[list[Change], bytes]:
+    def contents(base: int) -> tuple[bytes, bytes]:
         rows = sql.rows(
             "SELECT kind, credential_id, encoded FROM door_entry"
             " WHERE door_id = ? AND changed_version > ?",
@@ -613,7 +624,7 @@ def door_bundle(
             "SELECT digest FROM door_version WHERE door_id = ? AND version = ?", [door_id, target]
         )
         digest = bytes(recorded[0]) if recorded else _read_list(sql, door_id, target).digest
-        return [_change(kind, cid, encoded) for kind, cid, encoded in rows], digest
+        return _stored_changes(rows), digest
 
     return _sealed(
         sql.session,
@@ -628,6 +639,24 @@ def door_bundle(
     )
 
 
+def _stored_changes(rows: Iterable[tuple[int, str, bytes | None]]) -> bytes:
+    """The canonical plaintext of ``door_entry`` rows ``(kind, credential_id, encoded)``,
+    without decoding the entries the cloud encoded (a removal where ``encoded`` is NULL)."""
+    upserts: list[bytes] = []
+    removals: list[bytes] = []
+    for kind, cid, encoded in rows:
+        if encoded is None:
+            removals.append(bytes((kind,)) + bytes.fromhex(cid))
+        else:
+            upserts.append(bytes(encoded))
+    return encode_entry_changes(upserts, removals)
+
+
+Contents = Callable[[int], tuple[list[Change] | bytes, bytes]]
+"""What :func:`_sealed` seals, given the base: the changes since it (or their canonical
+encoding), and the digest of the list at the target."""
+
+
 def _sealed(
     session: Session,
     door_id: str,
@@ -638,19 +667,18 @@ def _sealed(
     key: SigningKey,
     random: Callable[[int], bytes],
     cache: BundleCache,
-    contents: Callable[[int], tuple[list[Change], bytes]],
+    contents: Contents,
 ) -> bytes:
     """The bundle from ``base`` (0 if it is no version before ``target``) to ``target``,
-    from the cache or sealed from ``contents(base)``: the changes since base, and the
-    digest of the list at ``target``."""
+    from the cache or sealed from ``contents(base)``."""
     base = base if 0 <= base < target else 0
     cache_key = (door_id, base, target, key.epoch)  # a rotation must re-sign
     frame = cache.frame(session, cache_key)
     if frame is not None:
         return frame
     changes, digest = contents(base)
-    frame = seal_bundle(
-        changes,
+    frame = seal_encoded_changes(
+        changes if isinstance(changes, bytes) else encode_changes(changes),
         door_id=bytes.fromhex(door_id),
         door_public=_sealing_key(sealing_public),
         base_version=base,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,12 +70,15 @@ __all__ = [
     "decode_changes",
     "decrypt_changes",
     "encode_changes",
+    "encode_entry_changes",
     "open_changes",
     "seal_bundle",
+    "seal_encoded_changes",
     "verify_bundle",
 ]
 
 OP_UPSERT, OP_REMOVE = 1, 2
+_UPSERT = bytes((OP_UPSERT,))
 _MIN_CHANGE = 4  # §6.2.1: a REMOVE of a one-byte id (op, kind, n, id)
 _KINDS: dict[int, CredentialKind] = {kind.value: kind for kind in CredentialKind}
 _HEADER_SIZE = DOOR_ID_SIZE + 4 + 4 + 4 + DIGEST_SIZE
@@ -127,6 +130,19 @@ def encode_changes(changes: Sequence[Change]) -> bytes:
     if any(a.key == b.key for a, b in itertools.pairwise(ordered)):
         raise UsageError("a delta may change each credential at most once")
     return b"".join([len(ordered).to_bytes(4, "big"), *map(_encode_change, ordered)])
+
+
+def encode_entry_changes(upserts: Iterable[bytes], removals: Iterable[bytes]) -> bytes:
+    """:func:`encode_changes` of changes held as encodings this package made (trusted, as
+    a cloud's stored entries): ``upserts`` are canonical entry encodings (§5.1),
+    ``removals`` keys as :func:`~protocol.credential_list.key_bytes`. Nothing is decoded:
+    the key order of :func:`~protocol.credential_list.key_bytes` is the key order."""
+    pieces = [(blob[:1] + blob[2 : 2 + blob[1]], _UPSERT + blob) for blob in upserts]
+    pieces += [(key, bytes((OP_REMOVE, key[0], len(key) - 1)) + key[1:]) for key in removals]
+    pieces.sort()
+    if any(a[0] == b[0] for a, b in itertools.pairwise(pieces)):
+        raise UsageError("a delta may change each credential at most once")
+    return b"".join([len(pieces).to_bytes(4, "big"), *[piece for _, piece in pieces]])
 
 
 def _encode_change(change: Change) -> bytes:
@@ -294,6 +310,59 @@ def seal_bundle(
     ephemeral: X25519PrivateKey,
 ) -> SealedBundle:
     """Cloud side: seal ``changes`` to one door and sign the result."""
+    return _seal(
+        lambda: encode_changes(changes),
+        door_id=door_id,
+        door_public=door_public,
+        base_version=base_version,
+        target_version=target_version,
+        target_digest=target_digest,
+        key_epoch=key_epoch,
+        cloud_key=cloud_key,
+        ephemeral=ephemeral,
+    )
+
+
+def seal_encoded_changes(
+    plaintext: bytes,
+    *,
+    door_id: bytes,
+    door_public: X25519PublicKey,
+    base_version: int,
+    target_version: int,
+    target_digest: bytes,
+    key_epoch: int,
+    cloud_key: Ed25519PrivateKey,
+    ephemeral: X25519PrivateKey,
+) -> SealedBundle:
+    """:func:`seal_bundle` of changes already canonically encoded (by
+    :func:`encode_changes` or :func:`encode_entry_changes`)."""
+    return _seal(
+        lambda: plaintext,
+        door_id=door_id,
+        door_public=door_public,
+        base_version=base_version,
+        target_version=target_version,
+        target_digest=target_digest,
+        key_epoch=key_epoch,
+        cloud_key=cloud_key,
+        ephemeral=ephemeral,
+    )
+
+
+def _seal(
+    plaintext: Callable[[], bytes],
+    *,
+    door_id: bytes,
+    door_public: X25519PublicKey,
+    base_version: int,
+    target_version: int,
+    target_digest: bytes,
+    key_epoch: int,
+    cloud_key: Ed25519PrivateKey,
+    ephemeral: X25519PrivateKey,
+) -> SealedBundle:
+    """Check the header's fields, then encode (``plaintext()``), seal and sign."""
 
     def bundle(ephemeral_public: bytes, ciphertext: bytes) -> SealedBundle:
         # its checks (sizes, versions in order) run before anything is signed
@@ -312,9 +381,7 @@ def seal_bundle(
     except struct.error:  # a field of the wrong type or range: say which
         bundle(bytes(KEY_SIZE), bytes(AEAD_TAG_SIZE))
         raise
-    eph_public, ciphertext = seal(
-        door_public, encode_changes(changes), _AAD_CONTEXT + head, ephemeral
-    )
+    eph_public, ciphertext = seal(door_public, plaintext(), _AAD_CONTEXT + head, ephemeral)
     return bundle(eph_public, ciphertext).signed(cloud_key)
 
 

@@ -9,8 +9,9 @@ window and a weekly schedule (no windows = at any time).
 
 The canonical encoding lists the entries in ascending key order; the digest is
 SHA-256 over a context string and that encoding. Entries cache their own encoding
-and the list keeps its key order incrementally, so a digest after a small change
-costs one hash over the concatenated entries, not a re-encode of the whole list.
+and the list keeps its key order incrementally (a few changes are placed one by one,
+many by one sort), so a digest after a change costs one hash over the concatenated
+entries, not a re-encode of the whole list.
 
 Codec: :data:`EntryFormat` and :data:`ListFormat` (construct) are the normative
 declaration of §5.1-5.2. Decoding, a hot path (a lock restoring its list, the cloud
@@ -85,6 +86,9 @@ _MIN_ENTRY = 2 + 1 + _ENTRY_FIXED.size  # §5.1: a one-byte id, no window, no ca
 _KEYCARD = CredentialKind.KEYCARD.value
 _KINDS: dict[int, CredentialKind] = {kind.value: kind for kind in CredentialKind}
 _STATUSES: dict[int, CredentialStatus] = {status.value: status for status in CredentialStatus}
+_FEW_CHANGES = 16
+"""Up to this many changes (plus one per 16 entries held) are placed one by one
+(:meth:`CredentialList.with_encoded_changes`)."""
 _new = object.__new__
 _set = object.__setattr__
 
@@ -462,22 +466,59 @@ class CredentialList(Mapping[CredentialKey, Credential]):
     def with_changes(
         self, *, version: int, upserts: Iterable[Credential], removals: Iterable[CredentialKey]
     ) -> CredentialList:
-        """A new list at ``version`` with entries replaced, added and removed."""
+        """A new list at ``version`` with entries replaced, added and removed (removals
+        first, then upserts in order: the last upsert of a key wins)."""
+        return self.with_encoded_changes(
+            version=version,
+            upserts=[entry.encoded for entry in upserts],
+            removals=[key_bytes(key) for key in removals],
+        )
+
+    def with_encoded_changes(
+        self, *, version: int, upserts: list[bytes], removals: list[bytes]
+    ) -> CredentialList:
+        """:meth:`with_changes` from canonical entry encodings this package made (trusted,
+        as in :meth:`from_encoded_entries`) and removed keys as :func:`key_bytes`.
+
+        A few changes are placed one by one in the key order (a bisection each); many
+        are applied to the entries first and the order is sorted once (the old order is
+        one sorted run, so the sort is a merge)."""
         check_uint("version", version, 32)
+        if len(upserts) + len(removals) <= _FEW_CHANGES + (len(self._order) >> 4):
+            return self._with_few(version, upserts, removals)
+        return self._with_many(version, upserts, removals)
+
+    def _with_many(
+        self, version: int, upserts: list[bytes], removals: list[bytes]
+    ) -> CredentialList:
+        blobs = dict(self._blobs)
+        reordered = False
+        for key in removals:
+            reordered |= blobs.pop(key, None) is not None
+        for blob in upserts:
+            key = blob[:1] + blob[2 : 2 + blob[1]]  # key_bytes of the entry
+            reordered |= key not in blobs
+            blobs[key] = blob
+        order = sorted(blobs) if reordered else self._order
+        return CredentialList(self.door_id, version, blobs, order, [*map(blobs.__getitem__, order)])
+
+    def _with_few(
+        self, version: int, upserts: list[bytes], removals: list[bytes]
+    ) -> CredentialList:
         blobs, order, ordered = dict(self._blobs), list(self._order), list(self._sorted_blobs)
-        for key in map(key_bytes, removals):
+        for key in removals:
             if blobs.pop(key, None) is not None:
                 at = bisect.bisect_left(order, key)
                 del order[at], ordered[at]
-        for entry in upserts:
-            key = key_bytes(entry.key)
+        for blob in upserts:
+            key = blob[:1] + blob[2 : 2 + blob[1]]
             at = bisect.bisect_left(order, key)
             if key not in blobs:
                 order.insert(at, key)
-                ordered.insert(at, entry.encoded)
+                ordered.insert(at, blob)
             else:
-                ordered[at] = entry.encoded
-            blobs[key] = entry.encoded
+                ordered[at] = blob
+            blobs[key] = blob
         return CredentialList(self.door_id, version, blobs, order, ordered)
 
     def to_bytes(self) -> bytes:

@@ -33,7 +33,7 @@ from .bundle import (
     verify_bundle,
 )
 from .codes import CredentialKind
-from .credential_list import Credential, CredentialKey, CredentialList
+from .credential_list import Credential, CredentialKey, CredentialList, key_bytes
 from .errors import (
     BaseVersionError,
     CapacityError,
@@ -69,9 +69,14 @@ def apply_changes(
     current: CredentialList, changes: Iterable[Change], *, version: int, capacity: int
 ) -> CredentialList:
     """Apply decoded changes to a list (no checks but capacity)."""
-    upserts = [c.credential for c in changes if isinstance(c, Upsert)]
-    removals = [c.key for c in changes if isinstance(c, Remove)]
-    result = current.with_changes(version=version, upserts=upserts, removals=removals)
+    upserts: list[bytes] = []
+    removals: list[bytes] = []
+    for change in changes:
+        if isinstance(change, Upsert):
+            upserts.append(change.credential.encoded)
+        else:
+            removals.append(key_bytes(change.key))
+    result = current.with_encoded_changes(version=version, upserts=upserts, removals=removals)
     if len(result) > capacity:
         raise CapacityError(len(result), capacity)
     return result

@@ -15,9 +15,10 @@ then door name, and is the same for the same scenario on every machine.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from math import log
+from operator import itemgetter
+from typing import Literal, NamedTuple
 
 from ._scenario_model import Person, Scenario
 
@@ -28,8 +29,7 @@ DAY_S = 86_400.0
 HOUR_S = 3_600.0
 
 
-@dataclass(frozen=True, order=True)
-class Opening:
+class Opening(NamedTuple):
     """At ``at_s`` (seconds from the scenario's start) ``person`` opens ``door`` of
     ``building`` with their first card or their phone."""
 
@@ -40,8 +40,21 @@ class Opening:
     via: Via
 
 
+_SORT_KEY = itemgetter(0, 1, 2, 3)
+"""Openings sort by time, ties by person, building and door (and stay in draw order)."""
+_TIME = itemgetter(0)
+
+
 def openings(scenario: Scenario) -> list[Opening]:
     """Every opening of the scenario, in time order (see the module docstring)."""
+    return _openings(scenario, _person_openings)
+
+
+PersonDraw = Callable[[Scenario, Person, random.Random, float, list[float], float], list[Opening]]
+"""Draws one person's openings: ``(scenario, person, rng, peak rate, keep, offset_s)``."""
+
+
+def _openings(scenario: Scenario, person_draw: PersonDraw) -> list[Opening]:
     traffic = scenario.traffic
     shares = traffic.hour_shares()
     peak = max(shares)
@@ -54,9 +67,17 @@ def openings(scenario: Scenario) -> list[Opening]:
     found: list[Opening] = []
     for index, person in enumerate(scenario.people):
         rng = random.Random(f"{scenario.seed}/traffic/{index}/{person.name}")
-        found.extend(_person_openings(scenario, person, rng, peak_rate, keep, offset_s))
-    found.sort(key=lambda o: (o.at_s, o.person, o.building, o.door))
+        found += person_draw(scenario, person, rng, peak_rate, keep, offset_s)
+    _in_time_order(found)
     return found
+
+
+def _in_time_order(found: list[Opening]) -> None:
+    """Sort by :data:`_SORT_KEY`, stably: by time alone first (float keys compare fast),
+    then, only if two openings share a time, by the whole key."""
+    found.sort(key=_TIME)
+    if len(set(map(_TIME, found))) < len(found):
+        found.sort(key=_SORT_KEY)
 
 
 def _person_openings(
@@ -66,23 +87,65 @@ def _person_openings(
     peak_rate: float,
     keep: list[float],
     offset_s: float,
-) -> Iterator[Opening]:
+) -> list[Opening]:
+    """One person's openings, in time order.
+
+    Draws what :func:`_reference_person_openings` draws, number for number, from
+    ``rng``'s primitives: ``expovariate(rate)`` is ``-log(1 - random()) / rate`` and
+    ``randrange(n)`` is ``getrandbits(n.bit_length())`` until below ``n`` (CPython's
+    ``Random._randbelow_with_getrandbits``); ``tests/test_traffic.py`` proves them equal.
+    """
+    found: list[Opening] = []
     doors = [(access.building, door) for access in person.access for door in access.doors]
     if not doors or not (person.cards or person.phone):
-        return
+        return found
     phone_share = scenario.traffic.phone_share if person.phone else 0.0
     if not person.cards:
         phone_share = 1.0
+    draw, bits, add = rng.random, rng.getrandbits, found.append
+    count, width = len(doors), len(doors).bit_length()
+    end, name = scenario.duration_s, person.name
+    at = 0.0
+    while True:
+        at += -log(1.0 - draw()) / peak_rate
+        if at >= end:
+            return found
+        # Draw every number whether or not it is kept, so one person's later openings do
+        # not depend on which earlier candidates were thinned.
+        thin, pick = draw(), bits(width)
+        while pick >= count:
+            pick = bits(width)
+        phone = draw()
+        if thin < keep[int((at + offset_s) // HOUR_S) % 24]:
+            building, door = doors[pick]
+            add(Opening(at, name, building, door, "phone" if phone < phone_share else "card"))
+
+
+def _reference_person_openings(
+    scenario: Scenario,
+    person: Person,
+    rng: random.Random,
+    peak_rate: float,
+    keep: list[float],
+    offset_s: float,
+) -> list[Opening]:
+    """:func:`_person_openings` spelled with ``random.Random``'s distributions: the
+    reference its draws are tested against."""
+    doors = [(access.building, door) for access in person.access for door in access.doors]
+    if not doors or not (person.cards or person.phone):
+        return []
+    phone_share = scenario.traffic.phone_share if person.phone else 0.0
+    if not person.cards:
+        phone_share = 1.0
+    found: list[Opening] = []
     at = 0.0
     while True:
         at += rng.expovariate(peak_rate)
         if at >= scenario.duration_s:
-            return
+            return found
         hour = int((at + offset_s) // HOUR_S) % 24
-        # Draw every number whether or not it is kept, so one person's later openings do
-        # not depend on which earlier candidates were thinned.
         thin, pick, phone = rng.random(), rng.randrange(len(doors)), rng.random()
-        if thin >= keep[hour]:
-            continue
-        building, door = doors[pick]
-        yield Opening(at, person.name, building, door, "phone" if phone < phone_share else "card")
+        if thin < keep[hour]:
+            building, door = doors[pick]
+            via: Via = "phone" if phone < phone_share else "card"
+            found.append(Opening(at, person.name, building, door, via))

@@ -21,7 +21,8 @@ bundle in and the receipt out (:func:`cloud.sync.accept_receipt`). The doors are
 registered offline until then and go online after it (an online door's first bundle
 travels with the installer, not over MQTT: no MQTT bundle is sealed for it). All of this
 happens before virtual time zero and counts toward no figure. Rows are written with
-Core ``executemany`` inserts (no ORM unit of work), and the :class:`~cloud.sync.
+DB-API ``executemany`` inserts binding what Core's insert would (no ORM unit of work,
+no per-row Core processing), and the :class:`~cloud.sync.
 BundleCache` keeps every door's newest list (:func:`bundle_cache`), so changes do not
 keep re-reading whole lists from the database.
 
@@ -34,10 +35,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, insert, update
+from sqlalchemy import Column, Dialect, Engine, ExecutionContext, Table, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from cloud.db import create_schema, make_engine, session_factory
 from cloud.keys import ensure_key, key_of
@@ -312,8 +315,37 @@ def _people_rows(
 
 
 def _insert(session: Session, model: type[Base], rows: Rows) -> None:
-    """One Core ``executemany`` insert (the ORM's bulk insert costs several times more)."""
-    session.connection().execute(insert(cast(Table, model.__table__)), rows)
+    """One DB-API ``executemany`` of what a Core ``insert`` of ``rows`` binds: the rows'
+    columns and every other column with a default, each value through its type's bind
+    processor. (Core's insert costs several times more per row, the ORM's more still;
+    ``tests/test_scenario_setup.py`` proves both store the same rows.)"""
+    table = cast(Table, model.__table__)
+    dialect = session.get_bind().dialect
+    given = set(rows[0])
+    columns = [c for c in table.columns if c.name in given or c.default is not None]
+    values = [_column_values(column, column.name in given, rows, dialect) for column in columns]
+    statement = (
+        f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)})"
+        f" VALUES ({', '.join('?' * len(columns))})"
+    )
+    session.connection().exec_driver_sql(statement, list(zip(*values, strict=True)))
+
+
+def _column_values(column: Column[Any], given: bool, rows: Rows, dialect: Dialect) -> list[Any]:
+    """One column's bound values for ``rows``: given, or the column's default (a callable
+    default, as the models' ``list``, is called once: it makes equal values)."""
+    process = column.type.bind_processor(dialect)
+    default = column.default
+    if given:
+        found = list(map(itemgetter(column.name), rows))
+        return found if process is None else list(map(process, found))
+    if isinstance(default, ScalarElementColumnDefault):
+        value = default.arg
+    elif isinstance(default, CallableColumnDefault):
+        value = default.arg(cast(ExecutionContext, None))  # the models' take no context
+    else:
+        raise TypeError(f"no value for {column.name}: {default!r} is not a Python default")
+    return [value if process is None else process(value)] * len(rows)
 
 
 def _card_row(card: CardSpec, holder: str | None) -> dict[str, object]:
