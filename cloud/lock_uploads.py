@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from sqlalchemy.orm import Session
@@ -96,32 +97,13 @@ class LockUploads:
                 # frees them only on an ack) and sends them from its oldest unacked one.
                 gaps += 1
             else:
-                sql.run_many(
-                    "INSERT INTO audit_record"
-                    " (door_id, seq, time, kind, reason, credential_id, detail)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            door_id,
-                            e.seq,
-                            e.time,
-                            int(e.kind),
-                            int(e.reason),
-                            e.credential_id.hex(),
-                            e.detail,
-                        )
-                        for e in batch.events
-                        if e.seq >= next_seq
-                    ],
-                )
+                sql.insert(_AUDIT_RECORD, _records(door_id, batch, next_seq))
                 next_seq = max(next_seq, batch.last_seq + 1)
             if seen:
-                newest = datetime.fromtimestamp(
-                    min(max(e.time for e in batch.events), self.now), UTC
-                )
+                newest = min(max(map(_TIME, batch.events)), self.now)
                 before = sql.moment(last_seen)
-                if before is None or before < newest:
-                    last_seen = sql.stamp(newest)
+                if before is None or before < datetime.fromtimestamp(newest, UTC):
+                    last_seen = sql.stamp_at(newest)
             sql.run(
                 "UPDATE door SET audit_next_seq = ?, audit_gaps = ?, key_epoch = ?, last_seen = ?"
                 " WHERE id = ?",
@@ -149,6 +131,19 @@ _DOOR_AUDIT: Final = (
 )
 
 
+_AUDIT_RECORD: Final = "audit_record (door_id, seq, time, kind, reason, credential_id, detail)"
+_TIME: Final = attrgetter("time")
+
+
+def _records(door_id: str, batch: AuditBatch, next_seq: int) -> list[tuple[object, ...]]:
+    """The ``audit_record`` rows of the batch's events from ``next_seq`` on (a verified
+    batch is gapless, so they are a slice of it)."""
+    return [
+        (door_id, e.seq, e.time, int(e.kind), int(e.reason), e.credential_id.hex(), e.detail)
+        for e in batch.events[max(0, next_seq - batch.first_seq) :]
+    ]
+
+
 def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:
     """The door's key epoch raised to the newest one a verified batch reports rotating to.
 
@@ -159,7 +154,8 @@ def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:
     changes nothing), and an epoch above the cloud's own newest one cannot come from a
     rotation the cloud signed, so it is ignored.
     """
-    reported = [e.detail for e in batch.events if e.kind == AuditEventKind.KEY_ROTATED]
+    rotated = AuditEventKind.KEY_ROTATED
+    reported = [e.detail for e in batch.events if e.kind == rotated]
     if not reported or max(reported) <= door_epoch:
         return door_epoch
     newest = max((epoch for epoch in reported if epoch <= cloud_epoch), default=0)
@@ -168,13 +164,9 @@ def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:
 
 def _mark_app_users(sql: Sql, events: Sequence[AuditEvent]) -> None:
     """Everyone a verified batch shows granted by phone has now used the app."""
-    people = sorted(
-        {
-            e.credential_id.hex()
-            for e in events
-            if e.kind == AuditEventKind.PHONE_DECISION and e.reason == Reason.GRANTED
-        }
-    )
+    phone, granted = AuditEventKind.PHONE_DECISION, Reason.GRANTED
+    ids = {e.credential_id for e in events if e.kind == phone and e.reason == granted}
+    people = sorted(person.hex() for person in ids)
     if people:
         sql.run(
             f"UPDATE person SET used_app = ? WHERE id IN {marks(len(people))} AND used_app = ?",

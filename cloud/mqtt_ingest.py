@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -118,7 +117,7 @@ def record_hello(
         if live or seen is None:  # a retained HELLO only fills in a door never seen
             battery, age = hello.battery_pct, hello.list_age_s
             if live:
-                seen = sql.stamp(datetime.fromtimestamp(cloud.now, UTC))
+                seen = sql.stamp_at(cloud.now)
         # HELLO is unsigned: anyone on the broker could claim a door rotated. It may only
         # show a door *behind* (its rotations are queued again: harmless if it is not);
         # that a door rotated is learnt from its signed audit events (cloud.lock_uploads).

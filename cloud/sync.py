@@ -79,6 +79,7 @@ __all__ = [
     "door_list",
     "doors_of_person",
     "drop_pending",
+    "granted_door_ids",
     "granted_doors",
     "identity_key",
     "note_outbox",
@@ -248,6 +249,21 @@ def doors_of_person(session: Session, person_id: str) -> dict[str, GrantTerms]:
 def granted_doors(sql: Sql, person_id: str) -> dict[str, GrantTerms]:
     """:func:`doors_of_person` on an open :class:`~cloud.sql.Sql`."""
     return _granted_doors(sql, [person_id])[person_id]
+
+
+_GRANTED_DOOR_IDS: Final = (
+    "SELECT door_id FROM access_grant WHERE person_id = ? AND door_id IS NOT NULL"
+    " UNION"
+    " SELECT d.id FROM access_grant g JOIN door d ON d.property_id = g.property_id"
+    " WHERE g.person_id = ? AND g.door_id IS NULL"
+)
+
+
+def granted_door_ids(sql: Sql, person_id: str) -> list[str]:
+    """The doors of :func:`granted_doors`, sorted, without the terms of their grants
+    (one small query: a phone login names the doors, nothing more)."""
+    rows = sql.rows(_GRANTED_DOOR_IDS, [person_id, person_id])
+    return sorted(door_id for (door_id,) in rows)
 
 
 _OPENABLE_DOORS: Final = (

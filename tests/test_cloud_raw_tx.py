@@ -17,7 +17,7 @@ from sqlalchemy.exc import UnboundExecutionError
 
 from cloud.errors import InvalidInputError, PortfolioRuleError, RateLimitedError
 from cloud.models import AuditRecord, CodeAttempt, Door, EmailOutbox, Keycard, MqttOutbox, Phone
-from cloud.raw_tx import raw_service
+from cloud.raw_tx import RawTransactions, raw_service
 from cloud.service import CloudService
 from cloud.sync import took_outbox
 from protocol import AuditBatch, ReceiptStatus
@@ -163,3 +163,40 @@ def test_orm_operations_are_refused_on_the_raw_path(world: CloudWorld) -> None:
     with pytest.raises(UnboundExecutionError), _raw(world) as cloud:
         assert isinstance(cloud, CloudService)
         cloud.person(world.seed.people["Ana Ruiz"])
+
+
+def test_transactions_on_one_held_connection_behave_like_separate_ones(
+    world: CloudWorld,
+) -> None:
+    """:class:`RawTransactions` runs each transaction as :func:`raw_service` does: a commit,
+    a refusal, a crash and a counted wrong code one after another on one connection, each
+    with its own notes (an outbox note is not left over for the next)."""
+    ana, chloe = world.seed.people["Ana Ruiz"], world.seed.people["Chloe Martin"]
+    maya = world.seed.managers["Maya Chen"]
+    transactions = RawTransactions(world.engine)
+
+    def raw() -> AbstractContextManager[CloudService]:
+        return transactions.service(world.now, world.random, world.cache)
+
+    with pytest.raises(RuntimeError, match="crash"), raw() as cloud:
+        cloud.activate_on_behalf(maya, ana, world.seed.cards["card-1"][0])
+        raise RuntimeError("crash before the commit")
+    assert not took_outbox(cloud.session) and _count(world, MqttOutbox) == 0
+    with raw() as cloud:  # after a crash: a fresh connection
+        changes = cloud.activate_on_behalf(maya, ana, world.seed.cards["card-1"][0])
+    with raw() as second:
+        assert second.session is cloud.session  # one notes session, cleared at each begin
+        second.doors_accepting(world.seed.cards["card-1"][0])
+    assert not took_outbox(second.session)  # the first one's outbox note is gone
+    assert _count(world, MqttOutbox) == 1 and _count(world, EmailOutbox) == 1
+    uid, _ = world.seed.cards["card-2"]
+    with pytest.raises(PortfolioRuleError), raw() as cloud:
+        cloud.activate_on_behalf(maya, chloe, uid)
+    with pytest.raises(InvalidInputError, match="not right"), raw() as cloud:
+        cloud.self_activate(chloe, uid, "WRONG")
+    assert _count(world, CodeAttempt) == 1  # committed although refused
+    transactions.close()
+    for change in changes:  # what the held connection committed is what the locks apply
+        world.sync_door(change.door_id)
+    with world.service() as session_cloud:
+        assert session_cloud.person_status(ana).keycards[0].status == "active"

@@ -48,7 +48,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import cached_property, partial
 from operator import attrgetter
 
 from sqlalchemy import false, func, select
@@ -56,7 +56,7 @@ from sqlalchemy import false, func, select
 from cloud.errors import CloudError
 from cloud.models import AuditRecord, Door, DoorVersion, MqttOutbox
 from cloud.mqtt_ingest import claim_unsent, ingest_audit, ingest_receipt, mark_sent, record_hello
-from cloud.raw_tx import raw_service
+from cloud.raw_tx import RawTransactions
 from cloud.service import CloudService
 from cloud.sync import took_outbox
 from controller.events import (
@@ -228,14 +228,19 @@ class ScenarioRun:
     @contextmanager
     def cloud(self) -> Iterator[CloudService]:
         """One cloud transaction at the current virtual time, on raw statements
-        (:func:`cloud.raw_tx.raw_service`: the service's rules and sync engine without an
-        ORM session's begin, flush and commit); then schedule the drain."""
+        (:class:`cloud.raw_tx.RawTransactions`: the service's rules and sync engine
+        without an ORM session's begin, flush and commit, on one connection for the
+        whole run); then schedule the drain."""
         self.count("cloud_transactions")
         now = self.cloud_now()
-        with raw_service(self.setup.engine, now, self.setup.cloud_random, self.cache) as cloud:
+        with self._transactions.service(now, self.setup.cloud_random, self.cache) as cloud:
             yield cloud
         if took_outbox(cloud.session):
             self.schedule_drain()
+
+    @cached_property
+    def _transactions(self) -> RawTransactions:
+        return RawTransactions(self.setup.engine)
 
     def cloud_now(self) -> int:
         """The cloud's clock: unix seconds at the current virtual time."""

@@ -74,6 +74,8 @@ class Visits:
 
     def __init__(self, run: ScenarioRun) -> None:
         self.run = run
+        self._doors_of: dict[int, tuple[str, list[str]]] = {}
+        """Person index → the :meth:`_behind` statement and its door ids."""
 
     def online(self, phone: SimPhone) -> bool:
         """Whether the phone reaches the cloud now."""
@@ -129,15 +131,24 @@ class Visits:
         :meth:`CloudService.pending_bundles` would find something for, by a primary-key
         look-up of their doors instead of its grant and door queries. The person's doors
         are their grants, which a scenario never changes."""
+        query = self._doors_of.get(person.index)
+        if query is None:
+            query = self._doors_of[person.index] = self._behind_query(person)
+        statement, door_ids = query
+        return bool(door_ids) and sql.row(statement, door_ids) is not None
+
+    def _behind_query(self, person: SimPerson) -> tuple[str, list[str]]:
+        """The :meth:`_behind` statement for the person's doors, and their ids (made once
+        per person)."""
         doors = self.run.doors
         mine = [doors[d].spec.id for d in self.run.setup.people[person.index].doors]
         if not mine:
-            return False
+            return "", []
         query = (
             f"SELECT 1 FROM door WHERE id IN {marks(len(mine))}"
             " AND list_version > synced_version LIMIT 1"
         )
-        return sql.row(query, mine) is not None
+        return query, mine
 
     # --- the visit ----------------------------------------------------------------------
 
