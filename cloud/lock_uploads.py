@@ -13,15 +13,14 @@ before the door's row, as a resync takes them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from protocol import AuditAck, AuditBatch, AuditEvent, AuditEventKind, Reason
+from protocol import AuditAck, AuditBatch, AuditEventKind, Reason
+from protocol.audit import AuditRow
 
 from .errors import InvalidInputError, NotFoundError
 from .keys import key_of
@@ -80,27 +79,29 @@ class LockUploads:
             row = sql.row(_DOOR_AUDIT + first_lock, [door_id])
             if row is None:
                 raise NotFoundError(f"no door {door_id!r}")
-            batch = AuditBatch.verified_from_bytes(payload, identity_key(bytes(row[0])))
-            if batch.door_id.hex() != door_id:
+            batch_door, events = AuditBatch.verified_rows(payload, identity_key(bytes(row[0])))
+            if batch_door.hex() != door_id:
                 raise InvalidInputError("the audit batch is from another door")
             if app_users:
-                _mark_app_users(sql, batch.events)
+                _mark_app_users(sql, events)
                 if sql.postgres:
                     row = sql.row(_DOOR_AUDIT + sql.lock(), [door_id])
                     assert row is not None, "a door row cannot go while people are locked"
             _, next_seq, gaps, key_epoch, last_seen = row
             key = key_of(sql)
-            key_epoch = _learned_epoch(key_epoch, batch, key.epoch)
-            gap = batch.first_seq > next_seq
+            key_epoch = _learned_epoch(key_epoch, events, key.epoch)
+            first_seq, last_seq = events[0][0], events[-1][0]
+            gap = first_seq > next_seq
             if gap:
                 # §6.5 step 3: nothing stored. The lock still holds the missing events (it
                 # frees them only on an ack) and sends them from its oldest unacked one.
                 gaps += 1
             else:
-                sql.insert(_AUDIT_RECORD, _records(door_id, batch, next_seq))
-                next_seq = max(next_seq, batch.last_seq + 1)
+                fresh = events[max(0, next_seq - first_seq) :]
+                sql.insert(_AUDIT_RECORD, _records(door_id, fresh))
+                next_seq = max(next_seq, last_seq + 1)
             if seen:
-                newest = min(max(map(_TIME, batch.events)), self.now)
+                newest = min(max([time for _, time, *_ in events]), self.now)
                 before = sql.moment(last_seen)
                 if before is None or before < datetime.fromtimestamp(newest, UTC):
                     last_seen = sql.stamp_at(newest)
@@ -109,7 +110,7 @@ class LockUploads:
                 " WHERE id = ?",
                 [next_seq, gaps, key_epoch, last_seen, door_id],
             )
-        ack = AuditAck(door_id=batch.door_id, key_epoch=key.epoch, up_to_seq=next_seq - 1)
+        ack = AuditAck(door_id=batch_door, key_epoch=key.epoch, up_to_seq=next_seq - 1)
         return AuditStored(ack.signed(key.private), gap)
 
     def queue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
@@ -132,19 +133,17 @@ _DOOR_AUDIT: Final = (
 
 
 _AUDIT_RECORD: Final = "audit_record (door_id, seq, time, kind, reason, credential_id, detail)"
-_TIME: Final = attrgetter("time")
 
 
-def _records(door_id: str, batch: AuditBatch, next_seq: int) -> list[tuple[object, ...]]:
-    """The ``audit_record`` rows of the batch's events from ``next_seq`` on (a verified
-    batch is gapless, so they are a slice of it)."""
+def _records(door_id: str, events: list[AuditRow]) -> list[tuple[object, ...]]:
+    """The ``audit_record`` rows of these verified wire rows."""
     return [
-        (door_id, e.seq, e.time, int(e.kind), int(e.reason), e.credential_id.hex(), e.detail)
-        for e in batch.events[max(0, next_seq - batch.first_seq) :]
+        (door_id, seq, time, kind, reason, credential_id.hex(), detail)
+        for seq, time, kind, reason, credential_id, detail, _ in events
     ]
 
 
-def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:
+def _learned_epoch(door_epoch: int, events: list[AuditRow], cloud_epoch: int) -> int:
     """The door's key epoch raised to the newest one a verified batch reports rotating to.
 
     The lock signed the batch, so its KEY_ROTATED events (§6.4: ``detail`` is the new
@@ -155,17 +154,17 @@ def _learned_epoch(door_epoch: int, batch: AuditBatch, cloud_epoch: int) -> int:
     rotation the cloud signed, so it is ignored.
     """
     rotated = AuditEventKind.KEY_ROTATED
-    reported = [e.detail for e in batch.events if e.kind == rotated]
+    reported = [detail for _, _, kind, _, _, detail, _ in events if kind == rotated]
     if not reported or max(reported) <= door_epoch:
         return door_epoch
     newest = max((epoch for epoch in reported if epoch <= cloud_epoch), default=0)
     return max(door_epoch, newest)
 
 
-def _mark_app_users(sql: Sql, events: Sequence[AuditEvent]) -> None:
+def _mark_app_users(sql: Sql, events: list[AuditRow]) -> None:
     """Everyone a verified batch shows granted by phone has now used the app."""
     phone, granted = AuditEventKind.PHONE_DECISION, Reason.GRANTED
-    ids = {e.credential_id for e in events if e.kind == phone and e.reason == granted}
+    ids = {who for _, _, kind, reason, who, _, _ in events if kind == phone and reason == granted}
     people = sorted(person.hex() for person in ids)
     if people:
         sql.run(

@@ -18,7 +18,9 @@ messages and in the same order, as :func:`protocol._codec.parse_exact` over the
 declaration; a batch's gapless check compares C-built lists, and its body joins the
 cached event encodings. The AUDIT_ACK decoder (a fixed 24-byte body) slices with
 :mod:`struct` as well. ``tests/test_audit_codec_speed.py`` proves the two agree byte for
-byte and error for error.
+byte and error for error. :meth:`AuditBatch.verified_rows` gives a store (the cloud) a
+verified batch's events as the sliced rows, building no event; ``tests/test_audit_rows.py``
+proves it accepts and refuses exactly as :meth:`AuditBatch.verified_from_bytes`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from construct import PrefixedArray, Struct
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes8, DoorId
-from ._message import SignedMessage, register
+from ._message import SignedMessage, _split_signature, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import AuditEventKind, MessageType
-from .crypto import SignContext
+from .crypto import SignContext, verify
 from .errors import (
     AuditGapError,
     MalformedMessageError,
@@ -45,9 +47,9 @@ from .errors import (
     UsageError,
     WrongDoorError,
 )
-from .limits import Limits
+from .limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["AuditAck", "AuditBatch", "AuditEvent", "AuditLedger"]
+__all__ = ["AuditAck", "AuditBatch", "AuditEvent", "AuditLedger", "AuditRow"]
 
 EventFormat = Struct(
     "seq" / U32, "time" / U32, "kind" / U8, "reason" / U8, "credential_id" / Bytes8, "detail" / U32
@@ -60,7 +62,7 @@ _ACK = struct.Struct(">16sII")  # §6.5: door_id, key_epoch, up_to_seq
 _BATCH_HEAD = struct.Struct(">16sH")  # §6.4 offsets 0-17: door_id, e
 _MAX_ID = 16  # §8: audit credential_id at most 16 bytes
 _KINDS: dict[int, AuditEventKind] = {kind.value: kind for kind in AuditEventKind}
-_Row = tuple[int, int, int, int, bytes, int, bytes]
+AuditRow = tuple[int, int, int, int, bytes, int, bytes]
 """One event as sliced from the wire: the six fields, then its exact encoding."""
 _SEQ = attrgetter("seq")
 _WIRE = attrgetter("_wire")
@@ -153,7 +155,7 @@ class AuditEvent(_EncodingCache):
         return _new_event(cls, seq, time, kind, reason, credential_id, detail, b"")
 
     @classmethod
-    def _from_row(cls, row: _Row) -> AuditEvent:
+    def _from_row(cls, row: AuditRow) -> AuditEvent:
         """An event from a wire row, as strict as the constructor.
 
         Struct unpacking already bounds every integer and makes ``credential_id``
@@ -161,13 +163,21 @@ class AuditEvent(_EncodingCache):
         the constructor's order, through the constructor's own helpers (same
         :class:`UsageError` messages). The wire slice becomes the encoding cache.
         """
-        seq, time, kind, reason, credential_id, detail, wire = row
-        member = _KINDS.get(kind)
-        if member is None:
-            member = to_enum(AuditEventKind, "kind", kind)  # raises UsageError
-        if len(credential_id) > _MAX_ID:
-            check_bytes("credential_id", credential_id, max_size=_MAX_ID)  # raises UsageError
+        seq, time, _, reason, credential_id, detail, wire = row
+        member = _checked_kind(row)
         return _new_event(cls, seq, time, member, reason, credential_id, detail, wire)
+
+
+def _checked_kind(row: AuditRow) -> AuditEventKind:
+    """A wire row's ``kind``, after the checks :class:`AuditEvent`'s constructor would make
+    of the row (``kind``, then the id length; same :class:`UsageError` messages)."""
+    kind, credential_id = row[2], row[4]
+    member = _KINDS.get(kind)
+    if member is None:
+        member = to_enum(AuditEventKind, "kind", kind)  # raises UsageError
+    if len(credential_id) > _MAX_ID:
+        check_bytes("credential_id", credential_id, max_size=_MAX_ID)  # raises UsageError
+    return member
 
 
 def _new_event(
@@ -264,21 +274,60 @@ class AuditBatch(SignedMessage):
         batch.check_limits(limits)
         return batch
 
+    @classmethod
+    def verified_rows(
+        cls, payload: bytes, key: Ed25519PublicKey, *, limits: Limits = DEFAULT_LIMITS
+    ) -> tuple[bytes, list[AuditRow]]:
+        """:meth:`verified_from_bytes` without the message: ``door_id`` and the events as
+        wire rows ``(seq, time, kind, reason, credential_id, detail, encoding)``, ``kind``
+        a valid :class:`AuditEventKind` value (an ``int``), the rows gapless and non-empty.
+
+        For a store that turns events into rows of its own (the cloud, which gets every
+        unacknowledged event again in each batch): no :class:`AuditEvent` is built. The
+        signature is checked over the exact bytes first, then the same checks in the same
+        order raise the same errors as :meth:`verified_from_bytes`
+        (``tests/test_audit_rows.py``).
+        """
+        body, signature = _split_signature(payload, cls.TYPE)
+        verify(key, cls.CONTEXT, body, signature)
+        door_id, rows = _split_body(body, cls.TYPE.name)
+        try:
+            for row in rows:
+                _checked_kind(row)
+            if not rows:
+                raise UsageError("an audit batch holds at least one event")
+        except UsageError as exc:
+            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
+        _check_seqs([row[0] for row in rows])
+        if len(rows) > limits.max_audit_events:
+            raise TooLargeError(f"audit batch holds over {limits.max_audit_events} events")
+        return door_id, rows
+
 
 def _check_gapless(events: tuple[AuditEvent, ...]) -> None:
     """Raise :class:`AuditGapError` at the first event whose ``seq`` does not follow on.
 
     The common, gapless case is one comparison of C-built lists (a lock's batch holds up
     to a few hundred events); the loop runs only to name the first gap."""
-    first = events[0].seq
     try:
-        if list(map(_SEQ, events)) == list(range(first, first + len(events))):
-            return
-    except AttributeError:
-        pass  # not all events: the loop below raises what it always raised
-    for offset, event in enumerate(events):
-        if event.seq != first + offset:
-            raise AuditGapError(first + offset, event.seq)
+        seqs = list(map(_SEQ, events))
+    except AttributeError:  # not all events: the loop raises what it always raised
+        first = events[0].seq
+        for offset, event in enumerate(events):
+            if event.seq != first + offset:
+                raise AuditGapError(first + offset, event.seq) from None
+        raise
+    _check_seqs(seqs)
+
+
+def _check_seqs(seqs: list[int]) -> None:
+    """:func:`_check_gapless` over the (non-empty) sequence numbers themselves."""
+    first = seqs[0]
+    if seqs == list(range(first, first + len(seqs))):
+        return
+    for offset, seq in enumerate(seqs):
+        if seq != first + offset:
+            raise AuditGapError(first + offset, seq)
 
 
 def _encodings(events: tuple[AuditEvent, ...]) -> list[bytes]:
@@ -293,14 +342,14 @@ def _encodings(events: tuple[AuditEvent, ...]) -> list[bytes]:
     return wires
 
 
-def _split_body(body: bytes, what: str) -> tuple[bytes, list[_Row]]:
+def _split_body(body: bytes, what: str) -> tuple[bytes, list[AuditRow]]:
     """Slice an AUDIT_BATCH body (§6.4) into ``door_id`` and raw event rows.
 
     Raises exactly what :func:`protocol._codec.parse_exact` raises over
     ``AuditBatch._FORMAT``: :class:`TruncatedError` if the body ends inside a field,
     :class:`TrailingBytesError` if bytes follow the last event.
     """
-    rows: list[_Row] = []
+    rows: list[AuditRow] = []
     try:
         door_id, count = _BATCH_HEAD.unpack_from(body)
         offset = _BATCH_HEAD.size
