@@ -9,9 +9,12 @@ a time matters, the run's tracked door updates. No sleeps, no wall clock.
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -169,6 +172,21 @@ def test_progress_reports_scenario_seconds_up_to_the_end() -> None:
     seen: list[float] = []
     run_scenario(scenario(duration="2h", rate=4.0), progress=seen.append)
     assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 2 * HOUR
+
+
+def test_a_finished_run_can_be_dropped_from_another_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run hands its cloud connection back when it ends: SQLite refuses to close a
+    connection from another thread, where the garbage collector may drop the run."""
+    runs = [ScenarioRun(scenario(duration="1h", rate=4.0))]
+    runs[0].run()
+    dropper = threading.Thread(target=lambda: (runs.clear(), gc.collect()))
+    with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+        dropper.start()
+        dropper.join()
+    assert not runs
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy")] == []
 
 
 def test_a_run_never_reads_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -196,8 +196,13 @@ class ScenarioRun:
 
     def run(self) -> RunOutcome:
         """Run to the scenario's end and return what happened."""
-        with collector_for_run():
-            self.clock.run_until(self.scenario.duration_s)
+        try:
+            with collector_for_run():
+                self.clock.run_until(self.scenario.duration_s)
+        finally:
+            # Back to the pool from this thread: SQLite refuses to close a connection from
+            # another one, where the garbage collector might otherwise drop it.
+            self._transactions.close()
         return self.outcome()
 
     def count(self, what: str, amount: int = 1) -> None:
