@@ -181,7 +181,12 @@ def test_a_finished_run_can_be_dropped_from_another_thread(
     connection from another thread, where the garbage collector may drop the run."""
     runs = [ScenarioRun(scenario(duration="1h", rate=4.0))]
     runs[0].run()
-    dropper = threading.Thread(target=lambda: (runs.clear(), gc.collect()))
+
+    def drop() -> None:
+        runs.clear()
+        gc.collect()
+
+    dropper = threading.Thread(target=drop)
     with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
         dropper.start()
         dropper.join()
