@@ -42,6 +42,7 @@ __all__ = [
     "DoorId",
     "Key32",
     "Utf8Short",
+    "check_extent",
     "parse_exact",
 ]
 
@@ -93,6 +94,17 @@ def parse_exact(fmt: Any, data: bytes, what: str) -> Any:
     if leftover:
         raise TrailingBytesError(leftover)
     return result
+
+
+def check_extent(data: bytes, head: int, end: int, what: str) -> None:
+    """Raise what :func:`parse_exact` raises for a body whose fields end at ``end``:
+    :class:`TruncatedError` if ``data`` is shorter than its fixed ``head`` (then ``end`` is
+    not known yet) or than ``end``; :class:`TrailingBytesError` if it is longer. For the
+    hand-written :mod:`struct` decoders of the hot paths."""
+    if len(data) < head or len(data) < end:
+        raise TruncatedError(f"{what}: input ended early")
+    if len(data) > end:
+        raise TrailingBytesError(len(data) - end)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -70,6 +70,17 @@ class Message:
         return cls._parse(cls._FORMAT, payload, limits)
 
     @classmethod
+    def _from_fields(cls, limits: Limits, **fields: Any) -> Self:
+        """The message from decoded fields, as :meth:`_parse` makes it: a field the
+        constructor refuses is a :class:`MalformedMessageError`; then ``limits``."""
+        try:
+            message = cls(**fields)
+        except UsageError as exc:
+            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
+        message.check_limits(limits)
+        return message
+
+    @classmethod
     def _parse(cls, fmt: Any, data: bytes, limits: Limits) -> Self:
         container = parse_exact(fmt, data, cls.TYPE.name)
         try:

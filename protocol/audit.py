@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Self
 from construct import PrefixedArray, Struct
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes8, DoorId
+from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes8, DoorId, check_extent
 from ._message import SignedMessage, _split_signature, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import AuditEventKind, MessageType
@@ -396,19 +396,11 @@ class AuditAck(SignedMessage):
         """:meth:`SignedMessage._parse_body` without construct (a lock takes one ack per
         batch): same result, same errors. The body has a fixed size, so only truncation
         or trailing bytes can be wrong before the constructor's checks."""
-        if len(body) < _ACK.size:
-            raise TruncatedError(f"{cls.TYPE.name}: input ended early")
-        if len(body) > _ACK.size:
-            raise TrailingBytesError(len(body) - _ACK.size)
+        check_extent(body, _ACK.size, _ACK.size, cls.TYPE.name)
         door_id, key_epoch, up_to_seq = _ACK.unpack(body)
-        try:
-            ack = cls(
-                door_id=door_id, key_epoch=key_epoch, up_to_seq=up_to_seq, signature=signature
-            )
-        except UsageError as exc:
-            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
-        ack.check_limits(limits)
-        return ack
+        return cls._from_fields(
+            limits, door_id=door_id, key_epoch=key_epoch, up_to_seq=up_to_seq, signature=signature
+        )
 
 
 @dataclass

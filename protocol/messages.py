@@ -17,7 +17,17 @@ from typing import Any, ClassVar, Self
 from construct import Bytes, PrefixedArray, Struct
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._codec import DOOR_ID_SIZE, SIGNATURE_SIZE, U8, U16, U32, Bytes16, DoorId, Utf8Short
+from ._codec import (
+    DOOR_ID_SIZE,
+    SIGNATURE_SIZE,
+    U8,
+    U16,
+    U32,
+    Bytes16,
+    DoorId,
+    Utf8Short,
+    check_extent,
+)
 from ._message import Message, register
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import ErrorCode, Intent, MessageType, Reason
@@ -26,8 +36,6 @@ from .errors import (
     AuthenticationError,
     MalformedMessageError,
     TooLargeError,
-    TrailingBytesError,
-    TruncatedError,
     UsageError,
 )
 from .limits import DEFAULT_LIMITS, Limits
@@ -108,29 +116,22 @@ class Hello(Message):
         checks), as ``tests/test_unlock_speed.py`` checks."""
         size = _HELLO_HEAD.size
         end = size + payload[size - 1] if len(payload) >= size else 0
-        if len(payload) < size or len(payload) < end:
-            raise TruncatedError(f"{cls.TYPE.name}: input ended early")
-        if len(payload) > end:
-            raise TrailingBytesError(len(payload) - end)
+        check_extent(payload, size, end, cls.TYPE.name)
         door_id, version, age, battery, head, epoch, time, challenge, _ = _HELLO_HEAD.unpack_from(
             payload
         )
-        try:
-            hello = cls(
-                door_id=door_id,
-                list_version=version,
-                list_age_s=age,
-                battery_pct=battery,
-                audit_head_seq=head,
-                key_epoch=epoch,
-                lock_time=time,
-                challenge=challenge,
-                supported_versions=tuple(payload[size:end]),
-            )
-        except UsageError as exc:
-            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
-        hello.check_limits(limits)
-        return hello
+        return cls._from_fields(
+            limits,
+            door_id=door_id,
+            list_version=version,
+            list_age_s=age,
+            battery_pct=battery,
+            audit_head_seq=head,
+            key_epoch=epoch,
+            lock_time=time,
+            challenge=challenge,
+            supported_versions=tuple(payload[size:end]),
+        )
 
 
 @register

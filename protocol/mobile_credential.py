@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Self
 from construct import Bytes, PrefixedArray, Struct
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ._codec import DOOR_ID_SIZE, KEY_SIZE, SIGNATURE_SIZE, U8, U32, DoorId, Key32
+from ._codec import DOOR_ID_SIZE, KEY_SIZE, SIGNATURE_SIZE, U8, U32, DoorId, Key32, check_extent
 from ._message import SignedMessage
 from ._validate import check_bytes, check_uint, to_enum
 from .codes import MessageType, ScopeKind
@@ -37,8 +37,6 @@ from .crypto import SignContext, ed25519_public_from_bytes, verify
 from .errors import (
     MalformedMessageError,
     TooLargeError,
-    TrailingBytesError,
-    TruncatedError,
     UsageError,
 )
 from .limits import DEFAULT_LIMITS, Limits
@@ -144,30 +142,23 @@ class MobileCredential(SignedMessage):
         """:meth:`SignedMessage._parse_body` without construct: same result, same errors
         (truncation or trailing bytes first, then the constructor's checks, then ``limits``)."""
         end = _HEAD.size + DOOR_ID_SIZE * body[_HEAD.size - 1] if len(body) >= _HEAD.size else 0
-        if len(body) < _HEAD.size or len(body) < end:
-            raise TruncatedError(f"{cls.TYPE.name}: input ended early")
-        if len(body) > end:
-            raise TrailingBytesError(len(body) - end)
+        check_extent(body, _HEAD.size, end, cls.TYPE.name)
         epoch, credential_id, person_id, phone_key, valid_from, valid_until, kind, _ = (
             _HEAD.unpack_from(body)
         )
         scope_ids = tuple([body[at : at + DOOR_ID_SIZE] for at in range(_HEAD.size, end, ID_SIZE)])
-        try:
-            message = cls(
-                key_epoch=epoch,
-                credential_id=credential_id,
-                person_id=person_id,
-                phone_public_key=phone_key,
-                valid_from=valid_from,
-                valid_until=valid_until,
-                scope_kind=_SCOPE_KINDS.get(kind, kind),
-                scope_ids=scope_ids,
-                signature=signature,
-            )
-        except UsageError as exc:
-            raise MalformedMessageError(f"{cls.TYPE.name}: {exc}") from None
-        message.check_limits(limits)
-        return message
+        return cls._from_fields(
+            limits,
+            key_epoch=epoch,
+            credential_id=credential_id,
+            person_id=person_id,
+            phone_public_key=phone_key,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            scope_kind=_SCOPE_KINDS.get(kind, kind),
+            scope_ids=scope_ids,
+            signature=signature,
+        )
 
     def phone_key(self) -> Ed25519PublicKey:
         """The phone's public key; a malformed key is a :class:`MalformedMessageError`."""
